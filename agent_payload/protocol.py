@@ -1,0 +1,84 @@
+"""The wire format between the controller and the payload's serve mode.
+
+One SSH channel carries frames in both directions. A frame is a 9-byte header
+(body length: uint32, kind: uint8, request id: uint32, all big-endian) and a body:
+
+- MSG:  a UTF-8 JSON object. Controller to host: ``{"op": "call", "module", "params"}``,
+        ``{"op": "cancel"}``, ``{"op": "resize", "rows", "cols"}``. Host to controller:
+        ``{"ev": "hello"}`` (id 0), ``{"ev": "progress", ...}``, ``{"ev": "result",
+        "result": {...}}``, ``{"ev": "error", "msg": ...}``.
+- DATA: raw bytes of a request's stream (file content going up, a pty's or a log's
+        bytes coming down); no base64, no JSON.
+- EOF:  the sender's side of that request's stream is finished.
+
+The request id ties frames to a request, so several requests are in flight on one
+channel at once and each can be cancelled by id. This module is shared verbatim by
+the controller (which imports it from the package) and the host.
+"""
+
+import json
+import struct
+
+HEADER = struct.Struct(">IBI")
+MSG = 1
+DATA = 2
+EOF = 3
+KINDS = (MSG, DATA, EOF)
+# Large enough for a layer chunk, small enough that one frame never stalls others long.
+MAX_BODY = 4 * 1024 * 1024
+
+
+class ProtocolError(Exception):
+    """The peer sent something that is not a valid frame."""
+
+
+def encode(kind, req_id, body=b""):
+    """Return the bytes of one frame."""
+    if len(body) > MAX_BODY:
+        raise ProtocolError("frame body of {} bytes exceeds {}".format(len(body), MAX_BODY))
+    return HEADER.pack(len(body), kind, req_id) + body
+
+
+def encode_msg(req_id, obj):
+    """Return the bytes of one MSG frame carrying ``obj`` as JSON."""
+    return encode(MSG, req_id, json.dumps(obj, separators=(",", ":")).encode())
+
+
+def decode_msg(body):
+    """Parse a MSG body; raise ProtocolError when it is not a JSON object."""
+    try:
+        obj = json.loads(body.decode())
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ProtocolError("bad message: {}".format(exc)) from None
+    if not isinstance(obj, dict):
+        raise ProtocolError("bad message: not an object")
+    return obj
+
+
+def read_exact(read, n):
+    """Read exactly n bytes with ``read``; return None on a clean EOF before the first byte."""
+    chunks = []
+    remaining = n
+    while remaining:
+        chunk = read(remaining)
+        if not chunk:
+            if remaining == n:
+                return None
+            raise ProtocolError("stream ended inside a frame")
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
+def read_frame(read):
+    """Read one frame with ``read(n)``; return (kind, req_id, body) or None at EOF."""
+    header = read_exact(read, HEADER.size)
+    if header is None:
+        return None
+    length, kind, req_id = HEADER.unpack(header)
+    if kind not in KINDS or length > MAX_BODY:
+        raise ProtocolError("bad frame header kind={} length={}".format(kind, length))
+    body = read_exact(read, length) if length else b""
+    if body is None:
+        raise ProtocolError("stream ended inside a frame")
+    return kind, req_id, body

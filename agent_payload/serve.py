@@ -1,0 +1,200 @@
+"""Serve mode: the payload's main loop on a host.
+
+The controller starts the payload once per SSH connection; from then on every task is a
+request frame on the same channel (see protocol.py). Each request runs in its own
+thread so several can be in flight; a cancel message sets the request's cancel event,
+which long-running modules poll. Stray output from modules or child processes cannot
+corrupt the channel: the protocol keeps private copies of fds 0 and 1, fd 1 becomes a
+copy of stderr and fd 0 reads /dev/null.
+"""
+
+import importlib
+import os
+import platform
+import queue
+import sys
+import threading
+import traceback
+
+from agent_payload import argspec, protocol
+
+# Modules the controller may call; nothing else under agent_payload is importable by name.
+MODULE_NAMES = ("facts", "ping")
+
+
+class Cancelled(Exception):
+    """Raised by Context.check_cancelled when the controller cancelled the request."""
+
+
+class Context:
+    """What a module's run() gets besides its params: progress, streams, cancellation."""
+
+    def __init__(self, server, req_id, check_mode=False, diff_mode=False):
+        self._server = server
+        self.req_id = req_id
+        self.check_mode = check_mode
+        self.diff_mode = diff_mode
+        self.cancel_event = threading.Event()
+        self._input = queue.Queue()
+        self.extra = {}
+
+    @property
+    def payload_info(self):
+        """Facts about the payload itself (version, cache state)."""
+        return self._server.info
+
+    def progress(self, **fields):
+        """Send a progress event to the controller."""
+        fields["ev"] = "progress"
+        self._server.send_msg(self.req_id, fields)
+
+    def send_data(self, data):
+        """Send bytes on this request's output stream."""
+        view = memoryview(data)
+        for start in range(0, len(view), protocol.MAX_BODY):
+            self._server.send(protocol.DATA, self.req_id, bytes(view[start:start + protocol.MAX_BODY]))
+
+    def send_eof(self):
+        """Mark the end of this request's output stream."""
+        self._server.send(protocol.EOF, self.req_id)
+
+    def read_data(self, timeout=None):
+        """Return the next chunk of this request's input stream, b'' at its end.
+
+        Raises queue.Empty when ``timeout`` passes first.
+        """
+        return self._input.get(timeout=timeout)
+
+    def cancelled(self):
+        """True once the controller cancelled this request."""
+        return self.cancel_event.is_set()
+
+    def check_cancelled(self):
+        """Raise Cancelled when the controller cancelled this request."""
+        if self.cancel_event.is_set():
+            raise Cancelled()
+
+    def feed(self, data):
+        self._input.put(data)
+
+
+class Server:
+    """Reads frames, dispatches requests to module threads, writes events."""
+
+    def __init__(self, reader, writer, info):
+        self._read = reader
+        self._writer = writer
+        self._write_lock = threading.Lock()
+        self._requests = {}
+        self._requests_lock = threading.Lock()
+        self.info = info
+
+    def send(self, kind, req_id, body=b""):
+        frame = protocol.encode(kind, req_id, body)
+        with self._write_lock:
+            self._writer.write(frame)
+            self._writer.flush()
+
+    def send_msg(self, req_id, obj):
+        frame = protocol.encode_msg(req_id, obj)
+        with self._write_lock:
+            self._writer.write(frame)
+            self._writer.flush()
+
+    def serve(self):
+        """Answer requests until the controller closes the channel."""
+        self.send_msg(0, dict(self.info, ev="hello"))
+        while True:
+            try:
+                frame = protocol.read_frame(self._read)
+            except protocol.ProtocolError as exc:
+                self.send_msg(0, {"ev": "error", "msg": str(exc)})
+                break
+            if frame is None:
+                break
+            kind, req_id, body = frame
+            if kind == protocol.MSG:
+                self._on_msg(req_id, protocol.decode_msg(body))
+            else:
+                ctx = self._get(req_id)
+                if ctx is not None:
+                    ctx.feed(body if kind == protocol.DATA else b"")
+        # The controller is gone: tell running requests to stop.
+        with self._requests_lock:
+            for ctx in self._requests.values():
+                ctx.cancel_event.set()
+                ctx.feed(b"")
+
+    def _get(self, req_id):
+        with self._requests_lock:
+            return self._requests.get(req_id)
+
+    def _on_msg(self, req_id, msg):
+        op = msg.get("op")
+        if op == "call":
+            ctx = Context(self, req_id, bool(msg.get("check")), bool(msg.get("diff")))
+            with self._requests_lock:
+                self._requests[req_id] = ctx
+            worker = threading.Thread(target=self._run, args=(ctx, msg), daemon=True)
+            worker.start()
+        elif op == "cancel":
+            ctx = self._get(req_id)
+            if ctx is not None:
+                ctx.cancel_event.set()
+                ctx.feed(b"")
+        elif op == "resize":
+            ctx = self._get(req_id)
+            if ctx is not None:
+                ctx.extra["resize"] = (msg.get("rows"), msg.get("cols"))
+        else:
+            self.send_msg(req_id, {"ev": "error", "msg": "unknown op {!r}".format(op)})
+
+    def _run(self, ctx, msg):
+        try:
+            result = call_module(msg.get("module"), msg.get("params") or {}, ctx)
+            self.send_msg(ctx.req_id, {"ev": "result", "result": result})
+        except Cancelled:
+            self.send_msg(ctx.req_id, {"ev": "result",
+                                       "result": {"failed": True, "changed": False,
+                                                  "msg": "cancelled"}})
+        except Exception as exc:  # a module bug must not take the session down
+            self.send_msg(ctx.req_id, {"ev": "error", "msg": "{}: {}".format(
+                type(exc).__name__, exc), "traceback": traceback.format_exc()})
+        finally:
+            with self._requests_lock:
+                self._requests.pop(ctx.req_id, None)
+
+
+def call_module(name, params, ctx):
+    """Validate params against the module's ARGUMENT_SPEC and run it."""
+    if name not in MODULE_NAMES:
+        return {"failed": True, "changed": False, "msg": "unknown module {!r}".format(name)}
+    module = importlib.import_module("agent_payload.modules." + name)
+    try:
+        checked = argspec.validate(module.ARGUMENT_SPEC, params)
+    except argspec.ArgumentError as exc:
+        return {"failed": True, "changed": False, "msg": str(exc)}
+    result = module.run(checked, ctx)
+    result.setdefault("changed", False)
+    result.setdefault("failed", False)
+    return result
+
+
+def main(cache_state="cached", version=""):
+    """Entry point used by the bootstrap: serve on the process's stdin/stdout."""
+    proto_in = os.fdopen(os.dup(0), "rb", buffering=0)
+    proto_out = os.fdopen(os.dup(1), "wb", buffering=0)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    info = {
+        "version": version,
+        "cache": cache_state,
+        "pid": os.getpid(),
+        "python": platform.python_version(),
+        "executable": sys.executable,
+        "uid": os.geteuid(),
+    }
+    Server(proto_in.read, proto_out, info).serve()

@@ -1,0 +1,121 @@
+"""Thin wrappers over the Linux system calls Python's os module lacks.
+
+This is the only module of the payload that touches ctypes and libc. Every wrapper
+raises ``SyscallError`` (an OSError) whose message names the call and the path or
+object it acted on, so a failure deep in container setup still reads as one line.
+Everything above this module can be tested with a recording double of it.
+"""
+
+import ctypes
+import ctypes.util
+import errno
+import os
+
+# clone(2) / unshare(2) flags
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+# mount(2) flags
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_REMOUNT = 32
+MS_BIND = 4096
+MS_MOVE = 8192
+MS_REC = 16384
+MS_PRIVATE = 1 << 18
+MS_SLAVE = 1 << 19
+MS_SHARED = 1 << 20
+
+# umount2(2) flags
+MNT_DETACH = 2
+
+_libc = None
+
+
+class SyscallError(OSError):
+    """A failed system call; str() names the call, its object and the errno text."""
+
+    def __init__(self, call, target, err):
+        super().__init__(err, "{}({}): {}".format(call, target, os.strerror(err)))
+        self.call = call
+        self.target = target
+
+
+def _lib():
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    return _libc
+
+
+def _check(result, call, target):
+    if result != 0:
+        raise SyscallError(call, target, ctypes.get_errno() or errno.EIO)
+
+
+def _b(value):
+    if value is None:
+        return None
+    return os.fsencode(value)
+
+
+def unshare(flags):
+    """Move the calling process into new namespaces (CLONE_* flags)."""
+    _check(_lib().unshare(ctypes.c_int(flags)), "unshare", hex(flags))
+
+
+def setns(fd, nstype=0, label=""):
+    """Join the namespace open at file descriptor ``fd``."""
+    _check(_lib().setns(ctypes.c_int(fd), ctypes.c_int(nstype)), "setns", label or fd)
+
+
+def setns_path(path, nstype=0):
+    """Join the namespace at ``path`` (e.g. /run/netns/NAME or /proc/PID/ns/net)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        setns(fd, nstype, path)
+    finally:
+        os.close(fd)
+
+
+def mount(source, target, fstype=None, flags=0, data=None):
+    """mount(2); ``data`` is the filesystem's option string."""
+    result = _lib().mount(_b(source), _b(target), _b(fstype), ctypes.c_ulong(flags), _b(data))
+    _check(result, "mount", "{} on {}".format(fstype or source, target))
+
+
+def umount(target, flags=0):
+    """umount2(2)."""
+    _check(_lib().umount2(_b(target), ctypes.c_int(flags)), "umount2", target)
+
+
+def sethostname(name):
+    """Set the UTS namespace's hostname."""
+    raw = name.encode()
+    _check(_lib().sethostname(raw, ctypes.c_size_t(len(raw))), "sethostname", name)
+
+
+def pivot_root(new_root, put_old):
+    """pivot_root(2), called through syscall(2): glibc has no wrapper."""
+    nr = {"x86_64": 155, "aarch64": 41, "armv7l": 218, "ppc64le": 203, "s390x": 217,
+          "riscv64": 41}.get(os.uname().machine)
+    if nr is None:
+        raise SyscallError("pivot_root", new_root, errno.ENOSYS)
+    _check(_lib().syscall(ctypes.c_long(nr), _b(new_root), _b(put_old)), "pivot_root", new_root)
+
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def set_child_subreaper():
+    """Adopt (and so reap) orphaned descendants instead of leaving them to PID 1."""
+    _check(_lib().prctl(ctypes.c_int(PR_SET_CHILD_SUBREAPER), ctypes.c_ulong(1),
+                        ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0)),
+           "prctl", "PR_SET_CHILD_SUBREAPER")

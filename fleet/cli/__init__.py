@@ -1,0 +1,50 @@
+"""fleet's command line: thin click commands over the library, one module per verb.
+
+Sub-commands are imported only when invoked, so ``fleet ping`` pays for paramiko but
+not for the playbook engine, and ``fleet --help`` stays instant.
+"""
+
+import importlib
+
+import click
+
+COMMANDS = {
+    "lab": ("fleet.cli.lab", "lab"),
+    "ping": ("fleet.cli.ping", "ping"),
+    "inventory": ("fleet.cli.inventory", "inventory"),
+}
+SUMMARIES = {
+    "lab": "Simulated hosts and registries on this machine (up, down, status).",
+    "ping": "Reach hosts over SSH, start the payload, show their facts.",
+    "inventory": "Show an inventory as ansible-inventory does (--list, --graph, --host).",
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose commands are imported on first use."""
+
+    def list_commands(self, ctx):
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx, name):
+        if name not in COMMANDS:
+            return None
+        module, attr = COMMANDS[name]
+        return getattr(importlib.import_module(module), attr)
+
+    def format_commands(self, ctx, formatter):
+        rows = [(name, SUMMARIES[name]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="fleet")
+def main():
+    """fleet: Docker-style containers on your servers, Ansible-style, no engine to install.
+
+    \b
+    Example:
+      fleet lab up --hosts 3
+      fleet ping -i /var/lib/fleet-lab/inventory.ini
+    """

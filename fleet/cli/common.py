@@ -1,0 +1,45 @@
+"""What every host-facing command shares: -i, patterns, --limit, --forks, --output."""
+
+import json
+import os
+import sys
+
+import click
+
+inventory_option = click.option(
+    "-i", "--inventory", "inventory_path", envvar="FLEET_INVENTORY", required=True,
+    metavar="INVENTORY", help="Inventory file or directory (default: $FLEET_INVENTORY).")
+limit_option = click.option("-l", "--limit", default=None, metavar="PATTERN",
+                            help="Further limit the hosts to this pattern.")
+forks_option = click.option("-f", "--forks", default=32, show_default=True, type=click.IntRange(1),
+                            help="How many hosts to work on at once.")
+output_option = click.option("-o", "--output", type=click.Choice(["text", "json"]),
+                             default="text", show_default=True,
+                             help="json prints one JSON document for scripts.")
+
+
+def load_inventory(path):
+    """Load the inventory or exit with its one-line error."""
+    from fleet.inventory import InventoryError, load_inventory as load
+    if not os.path.exists(path):
+        raise click.ClickException("inventory {} does not exist".format(path))
+    try:
+        return load(path)
+    except InventoryError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def select_hosts(inventory, pattern, limit=None):
+    """Hosts matching pattern and limit, warning on stderr about parts that match nothing."""
+    for part in inventory.unmatched(pattern) + (inventory.unmatched(limit) if limit else []):
+        click.echo("warning: pattern {!r} matched no host".format(part), err=True)
+    hosts = inventory.select(pattern, limit=limit)
+    if not hosts:
+        raise click.ClickException("no hosts matched {!r}{}".format(
+            pattern, " with --limit {!r}".format(limit) if limit else ""))
+    return hosts
+
+
+def print_json(obj):
+    json.dump(obj, sys.stdout, indent=2, sort_keys=False)
+    sys.stdout.write("\n")

@@ -1,0 +1,94 @@
+"""The lab's layout: where its state lives, its addresses and names. Pure data."""
+
+import ipaddress
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_STATE_DIR = "/var/lib/fleet-lab"
+DEFAULT_SUBNET = "10.231.0.0/24"
+FIRST_HOST_OFFSET = 11
+LAB_USER = "fleetuser"
+LAB_UID = 2700
+
+
+@dataclass(frozen=True)
+class LabConfig:
+    """Names and paths of one lab; every object it creates starts with ``fleetlab``."""
+
+    state_dir: Path = Path(DEFAULT_STATE_DIR)
+    subnet: str = DEFAULT_SUBNET
+    bridge: str = "fleetlab0"
+
+    @classmethod
+    def from_env(cls):
+        """The lab named by FLEET_LAB_DIR / FLEET_LAB_SUBNET, or the default one."""
+        return cls(Path(os.environ.get("FLEET_LAB_DIR", DEFAULT_STATE_DIR)),
+                   os.environ.get("FLEET_LAB_SUBNET", DEFAULT_SUBNET))
+
+    @property
+    def network(self):
+        return ipaddress.ip_network(self.subnet)
+
+    @property
+    def gateway(self):
+        """The bridge's address in the root namespace (registries listen here)."""
+        return str(self.network.network_address + 1)
+
+    @property
+    def prefixlen(self):
+        return self.network.prefixlen
+
+    @property
+    def max_hosts(self):
+        return self.network.num_addresses - FIRST_HOST_OFFSET - 1
+
+    def host_name(self, index):
+        """Inventory name and hostname of the index-th host (1-based): lab01, lab02, …"""
+        return "lab{:02d}".format(index)
+
+    def host_address(self, index):
+        return str(self.network.network_address + FIRST_HOST_OFFSET + index - 1)
+
+    def netns(self, index):
+        return "fleetlab-" + self.host_name(index)
+
+    def veth(self, index):
+        return "fleetlab-" + self.host_name(index)
+
+    def cgroup_leaf(self, index):
+        return "fleetlab-" + self.host_name(index)
+
+    def host_dir(self, index):
+        return self.state_dir / "hosts" / self.host_name(index)
+
+    @property
+    def inventory_path(self):
+        return self.state_dir / "inventory.ini"
+
+    @property
+    def known_hosts_path(self):
+        return self.state_dir / "known_hosts"
+
+    @property
+    def client_key_path(self):
+        return self.state_dir / "client_key"
+
+    @property
+    def authorized_keys_path(self):
+        return self.state_dir / "authorized_keys"
+
+    @property
+    def state_file(self):
+        return self.state_dir / "lab.json"
+
+    @property
+    def user_home(self):
+        """Mount point of the lab user's home; each host binds its own directory here."""
+        return self.state_dir / "home"
+
+    def groups(self, count):
+        """The inventory's two groups: ``web`` gets the first half (rounded up), ``db`` the rest."""
+        names = [self.host_name(i) for i in range(1, count + 1)]
+        half = (count + 1) // 2
+        return {"web": names[:half], "db": names[half:]}

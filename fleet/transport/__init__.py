@@ -1,0 +1,1 @@
+"""Reaching hosts: SSH connections, the payload zipapp and its serve-mode sessions."""

@@ -1,0 +1,272 @@
+"""A persistent payload session on one host: one SSH channel, many requests.
+
+``Session.open`` connects, starts the payload (uploading it only when the host lacks
+this version) and waits for its hello. ``start`` sends a request and returns a
+``Request`` handle (events, data stream, cancel); ``call`` is the common case of
+waiting for the result. A reader thread routes frames to their request by id.
+"""
+
+import itertools
+import json
+import queue
+import threading
+import time
+
+from agent_payload import protocol
+from fleet.transport import ssh
+from fleet.transport.payload import NEED_MARKER, SUDO_PROMPT, current_payload
+
+_DONE = object()
+
+
+class RequestError(Exception):
+    """The payload reported an error for a request (a module crash, a protocol fault)."""
+
+
+class Request:
+    """One request in flight: its events, its data stream, its result."""
+
+    def __init__(self, session, req_id):
+        self.session = session
+        self.id = req_id
+        self._events = queue.Queue()
+        self.result = None
+
+    def _put(self, item):
+        self._events.put(item)
+
+    def events(self, timeout=None):
+        """Yield ("progress", dict) / ("data", bytes) / ("eof", None) until the result.
+
+        The final item is ("result", dict). Raises RequestError for a payload error and
+        ssh.TransportError when the connection drops.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                kind, value = self._events.get(timeout=remaining)
+            except queue.Empty:
+                self.cancel()
+                raise TimeoutError("request {} timed out after {:g}s".format(
+                    self.id, timeout)) from None
+            if kind == "error":
+                raise value
+            if kind == "result":
+                self.result = value
+            yield kind, value
+            if kind == "result":
+                return
+
+    def wait(self, on_progress=None, on_data=None, timeout=None):
+        """Consume events until the result and return it."""
+        for kind, value in self.events(timeout):
+            if kind == "progress" and on_progress:
+                on_progress(value)
+            elif kind == "data" and on_data:
+                on_data(value)
+        return self.result
+
+    def send_data(self, data):
+        """Send bytes on this request's input stream."""
+        view = memoryview(data)
+        for start in range(0, len(view), protocol.MAX_BODY):
+            self.session._send(protocol.encode(protocol.DATA, self.id,
+                                               bytes(view[start:start + protocol.MAX_BODY])))
+
+    def send_eof(self):
+        """End this request's input stream."""
+        self.session._send(protocol.encode(protocol.EOF, self.id))
+
+    def cancel(self):
+        """Ask the payload to stop this request (its result then says cancelled)."""
+        try:
+            self.session._send(protocol.encode_msg(self.id, {"op": "cancel"}))
+        except ssh.TransportError:
+            pass
+
+
+class Session:
+    """A connected payload on one host."""
+
+    def __init__(self, target, transport, channel, hello):
+        self.target = target
+        self.transport = transport
+        self.channel = channel
+        self.hello = hello
+        self._send_lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._requests = {}
+        self._lock = threading.Lock()
+        self._closed = None
+        self._reader = threading.Thread(target=self._read_loop, daemon=True,
+                                        name="fleet-session-" + target.name)
+        self._reader.start()
+
+    @property
+    def cache_state(self):
+        """'cached' or 'uploaded': whether this connection had to ship the payload."""
+        return self.hello.get("cache")
+
+    @classmethod
+    def open(cls, target, payload=None):
+        """Connect to ``target`` and start the payload; raise ssh.TransportError on failure."""
+        payload = payload or current_payload()
+        transport = ssh.connect(target)
+        try:
+            channel = transport.open_session(timeout=target.connect_timeout)
+            channel.exec_command(payload.command(target.python, target.become,
+                                                 target.become_user,
+                                                 bool(target.become_password)))
+            hello = _handshake(channel, target, payload)
+        except ssh.TransportError:
+            transport.close()
+            raise
+        except Exception as exc:
+            transport.close()
+            raise ssh.RemoteError("cannot start the payload on {}: {}".format(
+                target.host, exc)) from None
+        return cls(target, transport, channel, hello)
+
+    def start(self, module, params=None, check=False, diff=False):
+        """Send a request; return its Request handle at once."""
+        req_id = next(self._ids)
+        request = Request(self, req_id)
+        with self._lock:
+            if self._closed is not None:
+                raise self._closed
+            self._requests[req_id] = request
+        message = {"op": "call", "module": module, "params": params or {}}
+        if check:
+            message["check"] = True
+        if diff:
+            message["diff"] = True
+        self._send(protocol.encode_msg(req_id, message))
+        return request
+
+    def call(self, module, params=None, check=False, diff=False, on_progress=None,
+             timeout=None):
+        """Run a module and return its result dict."""
+        return self.start(module, params, check, diff).wait(on_progress, timeout=timeout)
+
+    def close(self):
+        """Close the channel and the connection; the payload exits on its stdin EOF."""
+        try:
+            self.channel.shutdown_write()
+        except Exception:
+            pass
+        self.transport.close()
+
+    def _send(self, frame):
+        with self._send_lock:
+            try:
+                self.channel.sendall(frame)
+            except (OSError, EOFError) as exc:
+                raise ssh.TransportError("connection to {} lost: {}".format(
+                    self.target.host, exc)) from None
+
+    def _read_loop(self):
+        error = None
+        try:
+            while True:
+                frame = protocol.read_frame(self.channel.recv)
+                if frame is None:
+                    break
+                self._dispatch(*frame)
+        except (protocol.ProtocolError, OSError, EOFError) as exc:
+            error = exc
+        reason = "payload on {} exited".format(self.target.host)
+        if error is not None:
+            reason = "connection to {} lost: {}".format(self.target.host, error)
+        elif self.channel.exit_status_ready():
+            reason += " with status {}".format(self.channel.recv_exit_status())
+        closed = ssh.TransportError(reason)
+        with self._lock:
+            self._closed = closed
+            pending = list(self._requests.values())
+            self._requests.clear()
+        for request in pending:
+            request._put(("error", closed))
+
+    def _dispatch(self, kind, req_id, body):
+        if kind == protocol.MSG:
+            message = protocol.decode_msg(body)
+            event = message.get("ev")
+            if req_id == 0:
+                return  # session-level notices (a late hello, a protocol complaint)
+            with self._lock:
+                request = self._requests.get(req_id)
+                if request is not None and event in ("result", "error"):
+                    del self._requests[req_id]
+            if request is None:
+                return
+            if event == "result":
+                request._put(("result", message.get("result") or {}))
+            elif event == "error":
+                request._put(("error", RequestError(message.get("msg", "payload error"))))
+            else:
+                request._put(("progress", message))
+            return
+        with self._lock:
+            request = self._requests.get(req_id)
+        if request is not None:
+            request._put(("data", body) if kind == protocol.DATA else ("eof", None))
+
+
+def _handshake(channel, target, payload):
+    """Answer the bootstrap (sudo password, payload upload) and return the hello message."""
+    if target.become and target.become_password:
+        _answer_sudo(channel, target)
+    read = channel.recv
+    head = protocol.read_exact(read, protocol.HEADER.size)
+    if head is not None and head == NEED_MARKER[:protocol.HEADER.size]:
+        rest = protocol.read_exact(read, len(NEED_MARKER) - protocol.HEADER.size)
+        if head + (rest or b"") != NEED_MARKER:
+            raise ssh.RemoteError("unexpected bootstrap output from {}".format(target.host))
+        channel.sendall(payload.upload_frame())
+        head = protocol.read_exact(read, protocol.HEADER.size)
+    if head is None:
+        raise _startup_failure(channel, target)
+    length, kind, _ = protocol.HEADER.unpack(head)
+    body = protocol.read_exact(read, length) if length else b""
+    if kind != protocol.MSG or body is None:
+        raise ssh.RemoteError("unexpected bootstrap output from {}".format(target.host))
+    hello = json.loads(body)
+    if hello.get("ev") != "hello":
+        raise ssh.RemoteError("payload on {} did not say hello: {}".format(
+            target.host, hello.get("msg", hello)))
+    return hello
+
+
+def _answer_sudo(channel, target):
+    """Wait for sudo's prompt on stderr and answer it; return when sudo is past it."""
+    seen = b""
+    deadline = time.monotonic() + target.connect_timeout
+    while time.monotonic() < deadline:
+        if channel.recv_ready():
+            return  # no prompt: sudo needed no password
+        if channel.recv_stderr_ready():
+            seen += channel.recv_stderr(4096)
+            if SUDO_PROMPT.encode() in seen:
+                channel.sendall(target.become_password.encode() + b"\n")
+                return
+        if channel.exit_status_ready():
+            return
+        time.sleep(0.005)
+
+
+def _startup_failure(channel, target):
+    """Explain why the payload's channel ended before its hello, in one line."""
+    status = channel.recv_exit_status()
+    err = b""
+    while channel.recv_stderr_ready():
+        err += channel.recv_stderr(65536)
+    text = err.decode(errors="replace").strip()
+    last = text.splitlines()[-1] if text else ""
+    if status == 127 or "not found" in last or "No such file" in last:
+        return ssh.RemoteError("python not found on {}: {} (set ansible_python_interpreter)".format(
+            target.name, target.python))
+    if "sudo" in text and ("password" in text or "not in the sudoers" in text):
+        return ssh.RemoteError("become failed on {}: {}".format(target.name, last))
+    return ssh.RemoteError("payload failed to start on {} (exit {}): {}".format(
+        target.name, status, last or "no output"))

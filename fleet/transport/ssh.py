@@ -1,0 +1,199 @@
+"""SSH connections with paramiko: strict host keys, key files or the agent, timeouts.
+
+Uses paramiko's Transport directly rather than SSHClient so that the known_hosts file
+and the private key are parsed once per process and shared by every connection, and so
+that each failure is classified into one readable line (unreachable, host key unknown
+or changed, authentication refused).
+"""
+
+import base64
+import functools
+import hashlib
+import os
+import shlex
+import socket
+import threading
+from dataclasses import dataclass
+
+import paramiko
+
+DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
+
+
+class TransportError(Exception):
+    """A host could not be reached or used; str() is the one-line reason."""
+
+    unreachable = True
+
+
+class HostKeyError(TransportError):
+    """The host's key is unknown or differs from known_hosts."""
+
+
+class AuthError(TransportError):
+    """The host refused our credentials."""
+
+
+class RemoteError(TransportError):
+    """The host accepted us but could not start the payload (python, sudo)."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """Everything needed to reach one host."""
+
+    name: str
+    host: str
+    port: int = 22
+    user: str | None = None
+    key_file: str | None = None
+    python: str = "/usr/bin/python3"
+    become: bool = False
+    become_user: str = "root"
+    become_password: str | None = None
+    known_hosts: str | None = None
+    connect_timeout: float = 10.0
+
+    @property
+    def user_or_default(self):
+        return self.user or os.environ.get("USER") or "root"
+
+    def __repr__(self):  # never show the become password
+        return "Target({}@{}:{})".format(self.user_or_default, self.host, self.port)
+
+
+def known_hosts_from_common_args(args):
+    """UserKnownHostsFile from an Ansible ``ansible_ssh_common_args`` string, if set."""
+    words = shlex.split(args or "")
+    for index, word in enumerate(words):
+        option = word
+        if word == "-o" and index + 1 < len(words):
+            option = words[index + 1]
+        elif word.startswith("-o"):
+            option = word[2:]
+        else:
+            continue
+        key, _, value = option.partition("=")
+        if key.strip().lower() == "userknownhostsfile" and value:
+            return value.split()[0]
+    return None
+
+
+_cache_lock = threading.Lock()
+
+
+@functools.lru_cache(maxsize=16)
+def _load_known_hosts(path):
+    keys = paramiko.HostKeys()
+    try:
+        keys.load(path)
+    except FileNotFoundError:
+        pass
+    except (OSError, paramiko.SSHException) as exc:
+        raise HostKeyError("cannot read known_hosts {}: {}".format(path, exc)) from None
+    return keys
+
+
+def known_hosts(path):
+    """The parsed known_hosts file at ``path`` (shared, read-only)."""
+    with _cache_lock:
+        return _load_known_hosts(os.path.expanduser(path))
+
+
+@functools.lru_cache(maxsize=16)
+def _load_key(path):
+    try:
+        return paramiko.PKey.from_path(path)
+    except FileNotFoundError:
+        raise AuthError("private key file {} does not exist".format(path)) from None
+    except (paramiko.SSHException, ValueError, OSError) as exc:
+        raise AuthError("cannot load private key {}: {}".format(path, exc)) from None
+
+
+def private_key(path):
+    """The private key at ``path``, loaded once per process."""
+    with _cache_lock:
+        return _load_key(os.path.expanduser(path))
+
+
+def fingerprint(key):
+    """OpenSSH-style SHA256 fingerprint of a public key."""
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+def _host_key_name(target):
+    return target.host if target.port == 22 else "[{}]:{}".format(target.host, target.port)
+
+
+def connect(target):
+    """Open an authenticated paramiko Transport to ``target`` or raise TransportError."""
+    where = "{}:{}".format(target.host, target.port)
+    known_path = os.path.expanduser(target.known_hosts or DEFAULT_KNOWN_HOSTS)
+    expected = known_hosts(known_path).lookup(_host_key_name(target))
+    if not expected:
+        raise HostKeyError("host key for {} not found in {} (strict host key checking)".format(
+            _host_key_name(target), known_path))
+    try:
+        sock = socket.create_connection((target.host, target.port), target.connect_timeout)
+    except socket.timeout:
+        raise TransportError("unreachable: connect to {} timed out after {:g}s".format(
+            where, target.connect_timeout)) from None
+    except OSError as exc:
+        raise TransportError("unreachable: connect to {}: {}".format(
+            where, exc.strerror or exc)) from None
+    transport = paramiko.Transport(sock)
+    try:
+        transport.banner_timeout = target.connect_timeout
+        # Only ask for key types we can verify: the server then shows the one we know.
+        transport.get_security_options().key_types = list(expected.keys()) + [
+            t for t in transport.get_security_options().key_types if t not in expected]
+        transport.start_client(timeout=target.connect_timeout)
+        _verify_host_key(transport.get_remote_server_key(), expected, target, known_path)
+        _authenticate(transport, target, where)
+        transport.set_keepalive(30)
+        return transport
+    except TransportError:
+        transport.close()
+        raise
+    except (paramiko.SSHException, OSError, EOFError) as exc:
+        transport.close()
+        raise TransportError("unreachable: SSH handshake with {} failed: {}".format(
+            where, exc or type(exc).__name__)) from None
+
+
+def _verify_host_key(key, expected, target, known_path):
+    known = expected.get(key.get_name())
+    if known is not None and known == key:
+        return
+    wanted = ", ".join("{} {}".format(t, fingerprint(k)) for t, k in expected.items())
+    raise HostKeyError(
+        "host key for {} changed: server sent {} {}, {} has {} (possible man-in-the-middle; "
+        "fix known_hosts if the host was reinstalled)".format(
+            _host_key_name(target), key.get_name(), fingerprint(key), known_path, wanted))
+
+
+def _authenticate(transport, target, where):
+    user = target.user_or_default
+    keys = []
+    if target.key_file:
+        keys.append(private_key(target.key_file))
+    else:
+        keys.extend(paramiko.Agent().get_keys())
+        if not keys:
+            for name in ("id_ed25519", "id_ecdsa", "id_rsa"):
+                path = os.path.expanduser("~/.ssh/" + name)
+                if os.path.exists(path):
+                    keys.append(private_key(path))
+    if not keys:
+        raise AuthError("no SSH key for {}@{}: set ansible_ssh_private_key_file or "
+                        "load a key into ssh-agent".format(user, where))
+    for key in keys:
+        try:
+            transport.auth_publickey(user, key)
+        except paramiko.AuthenticationException:
+            continue
+        if transport.is_authenticated():
+            return
+    raise AuthError("authentication refused for {}@{} ({})".format(
+        user, where, target.key_file or "agent/default keys"))
