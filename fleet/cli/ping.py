@@ -69,12 +69,21 @@ def _render(results):
     table = Table(box=None, pad_edge=False)
     for column in ("host", "reachable", "python", "kernel", "cgroup", "overlayfs", "userns",
                    "payload", "rtt ms"):
-        table.add_column(column, justify="right" if column == "rtt ms" else "left")
+        table.add_column(column, no_wrap=True, justify="right" if column == "rtt ms" else "left")
+    for r in results:
+        if r.reachable:
+            table.add_row(r.host, "[green]yes[/green]", r.python, r.kernel, r.cgroup,
+                          _yes_no(r.overlayfs), _yes_no(r.user_namespaces), r.payload,
+                          "{:.1f}".format(r.rtt_ms))
+        else:
+            table.add_row(r.host, "[red]no[/red]")
+    console = Console(soft_wrap=True, width=None if _tty() else 200)
+    console.print(table)
     for r in results:
         if not r.reachable:
-            table.add_row(r.host, "[red]no[/red]", "[red]" + (r.error or "") + "[/red]")
-            continue
-        table.add_row(r.host, "[green]yes[/green]", r.python, r.kernel, r.cgroup,
-                      _yes_no(r.overlayfs), _yes_no(r.user_namespaces), r.payload,
-                      "{:.1f}".format(r.rtt_ms))
-    Console(soft_wrap=True).print(table)
+            console.print("[red]{}: {}[/red]".format(r.host, r.error), highlight=False)
+
+
+def _tty():
+    import sys
+    return sys.stdout.isatty()

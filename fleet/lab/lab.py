@@ -161,9 +161,12 @@ def down(config, on_step=None):
     state = load_state(config)
     step("stopping {} host(s)".format(len(state.hosts)))
     _stop_hosts(config, state.hosts)
+    _kill_strays(config)
     # Namespaces of hosts the state file does not know (a crashed up) go too.
     leftovers = _leftover_indexes(config)
     if leftovers:
+        for index in leftovers:
+            _remove_cgroups(config, index)
         network.remove_hosts(config, leftovers)
     from fleet.lab import registries
     step("stopping registries")
@@ -186,6 +189,21 @@ def status(config):
         from fleet.lab import registries
         state.registries = [asdict(r) for r in registries.registry_status(config.state_dir)]
     return state
+
+
+def _kill_strays(config):
+    """Kill lab sshds the state file lost track of (an up that crashed before saving)."""
+    marker = str(config.state_dir / "hosts").encode() + b"/"
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmdline = Path("/proc", entry, "cmdline").read_bytes()
+        except OSError:
+            continue
+        if cmdline.startswith(b"sshd") or cmdline.startswith(b"/usr/sbin/sshd"):
+            if marker in cmdline:
+                os.kill(int(entry), signal.SIGKILL)
 
 
 def _leftover_indexes(config):
@@ -349,17 +367,10 @@ def _start_processes(config, specs):
     """
     from fleet.lab import registries, seed_images
     current = registries.registry_status(config.state_dir)
-    if not specs and current and all(_registry_alive(r) for r in current):
+    if not specs and current and all(r.alive for r in current):
         seed_images.seed_registries(config.state_dir, current)
         return {"hosts": {}, "registries": [asdict(r) for r in current]}
     return _run_keeper(config, specs)
-
-
-def _registry_alive(info):
-    try:
-        return "docker-registry" in Path("/proc/{}/cmdline".format(info.pid)).read_text()
-    except OSError:
-        return False
 
 
 def _run_keeper(config, specs):
@@ -381,10 +392,18 @@ def _run_keeper(config, specs):
             os.dup2(log, 1)
             os.dup2(log, 2)
             syscalls.set_child_subreaper()
-            report = {"hosts": {spec["name"]: hostns.spawn_host(spec) for spec in specs}}
+            report = {"hosts": {}}
             from fleet.lab import registries, seed_images
-            infos = registries.start_registries(config.state_dir, config.gateway)
-            seed_images.seed_registries(config.state_dir, infos)
+            try:
+                for spec in specs:
+                    report["hosts"][spec["name"]] = hostns.spawn_host(spec)
+                infos = registries.start_registries(config.state_dir, config.gateway)
+                seed_images.seed_registries(config.state_dir, infos)
+            except BaseException:
+                # A half-started lab must not outlive the failed up.
+                for host_pid in report["hosts"].values():
+                    os.kill(host_pid, signal.SIGKILL)
+                raise
             report["registries"] = [asdict(info) for info in infos]
             os.write(write_fd, json.dumps(report).encode())
             os.close(write_fd)

@@ -1,0 +1,1 @@
+env: web02_file
