@@ -28,7 +28,7 @@ def to_bool(value, name="value"):
             return True
         if lowered in FALSE_STRINGS:
             return False
-    raise ArgumentError("{}: {!r} is not a boolean".format(name, value))
+    raise ArgumentError(f"{name}: {value!r} is not a boolean")
 
 
 def _convert(kind, value, name, option):
@@ -36,7 +36,7 @@ def _convert(kind, value, name, option):
         return value
     if kind in ("str", "path"):
         if isinstance(value, (dict, list)):
-            raise ArgumentError("{}: expected a string, got {}".format(name, type(value).__name__))
+            raise ArgumentError(f"{name}: expected a string, got {type(value).__name__}")
         text = value if isinstance(value, str) else str(value)
         if isinstance(value, bool):
             text = "True" if value else "False"
@@ -45,7 +45,7 @@ def _convert(kind, value, name, option):
         return to_bool(value, name)
     if kind == "int":
         if isinstance(value, bool):
-            raise ArgumentError("{}: expected an integer, got a boolean".format(name))
+            raise ArgumentError(f"{name}: expected an integer, got a boolean")
         if isinstance(value, int):
             return value
         if isinstance(value, float) and value.is_integer():
@@ -53,12 +53,12 @@ def _convert(kind, value, name, option):
         try:
             return int(str(value).strip(), 0)
         except ValueError:
-            raise ArgumentError("{}: {!r} is not an integer".format(name, value)) from None
+            raise ArgumentError(f"{name}: {value!r} is not an integer") from None
     if kind == "float":
         try:
             return float(value)
         except (TypeError, ValueError):
-            raise ArgumentError("{}: {!r} is not a number".format(name, value)) from None
+            raise ArgumentError(f"{name}: {value!r} is not a number") from None
     if kind == "list":
         if isinstance(value, str):
             value = [item.strip() for item in value.split(",")] if value else []
@@ -66,19 +66,19 @@ def _convert(kind, value, name, option):
             value = [value]
         elements = option.get("elements")
         if elements == "dict" and option.get("options"):
-            return [validate(option["options"], item, "{}[{}]".format(name, i))
+            return [validate(option["options"], item, f"{name}[{i}]")
                     for i, item in enumerate(value)]
         if elements:
-            return [_convert(elements, item, "{}[{}]".format(name, i), {})
+            return [_convert(elements, item, f"{name}[{i}]", {})
                     for i, item in enumerate(value)]
         return value
     if kind == "dict":
         if not isinstance(value, dict):
-            raise ArgumentError("{}: expected a mapping, got {}".format(name, type(value).__name__))
+            raise ArgumentError(f"{name}: expected a mapping, got {type(value).__name__}")
         if option.get("options"):
             return validate(option["options"], value, name)
         return value
-    raise ArgumentError("{}: unknown type {!r} in the module's spec".format(name, kind))
+    raise ArgumentError(f"{name}: unknown type {kind!r} in the module's spec")
 
 
 def validate(spec, params, prefix=""):
@@ -98,13 +98,13 @@ def validate(spec, params, prefix=""):
             raise ArgumentError("unsupported parameter {!r} (supported: {})".format(
                 label, ", ".join(sorted(spec))))
         if canonical in result:
-            raise ArgumentError("{!r} given twice (through an alias)".format(label))
+            raise ArgumentError(f"{label!r} given twice (through an alias)")
         result[canonical] = value
     for name, option in spec.items():
         label = prefix + "." + name if prefix else name
         if result.get(name) is None:
             if option.get("required"):
-                raise ArgumentError("missing required parameter {!r}".format(label))
+                raise ArgumentError(f"missing required parameter {label!r}")
             result[name] = option.get("default")
             if result[name] is None:
                 continue

@@ -35,7 +35,7 @@ class ProtocolError(Exception):
 def encode(kind, req_id, body=b""):
     """Return the bytes of one frame."""
     if len(body) > MAX_BODY:
-        raise ProtocolError("frame body of {} bytes exceeds {}".format(len(body), MAX_BODY))
+        raise ProtocolError(f"frame body of {len(body)} bytes exceeds {MAX_BODY}")
     return HEADER.pack(len(body), kind, req_id) + body
 
 
@@ -49,7 +49,7 @@ def decode_msg(body):
     try:
         obj = json.loads(body.decode())
     except (UnicodeDecodeError, ValueError) as exc:
-        raise ProtocolError("bad message: {}".format(exc)) from None
+        raise ProtocolError(f"bad message: {exc}") from None
     if not isinstance(obj, dict):
         raise ProtocolError("bad message: not an object")
     return obj
@@ -77,7 +77,7 @@ def read_frame(read):
         return None
     length, kind, req_id = HEADER.unpack(header)
     if kind not in KINDS or length > MAX_BODY:
-        raise ProtocolError("bad frame header kind={} length={}".format(kind, length))
+        raise ProtocolError(f"bad frame header kind={kind} length={length}")
     body = read_exact(read, length) if length else b""
     if body is None:
         raise ProtocolError("stream ended inside a frame")

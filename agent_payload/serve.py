@@ -10,11 +10,9 @@ copy of stderr and fd 0 reads /dev/null.
 
 import importlib
 import os
-import platform
 import queue
 import sys
 import threading
-import traceback
 
 from agent_payload import argspec, protocol
 
@@ -52,7 +50,8 @@ class Context:
         """Send bytes on this request's output stream."""
         view = memoryview(data)
         for start in range(0, len(view), protocol.MAX_BODY):
-            self._server.send(protocol.DATA, self.req_id, bytes(view[start:start + protocol.MAX_BODY]))
+            chunk = bytes(view[start:start + protocol.MAX_BODY])
+            self._server.send(protocol.DATA, self.req_id, chunk)
 
     def send_eof(self):
         """Mark the end of this request's output stream."""
@@ -147,7 +146,7 @@ class Server:
             if ctx is not None:
                 ctx.extra["resize"] = (msg.get("rows"), msg.get("cols"))
         else:
-            self.send_msg(req_id, {"ev": "error", "msg": "unknown op {!r}".format(op)})
+            self.send_msg(req_id, {"ev": "error", "msg": f"unknown op {op!r}"})
 
     def _run(self, ctx, msg):
         try:
@@ -158,8 +157,9 @@ class Server:
                                        "result": {"failed": True, "changed": False,
                                                   "msg": "cancelled"}})
         except Exception as exc:  # a module bug must not take the session down
-            self.send_msg(ctx.req_id, {"ev": "error", "msg": "{}: {}".format(
-                type(exc).__name__, exc), "traceback": traceback.format_exc()})
+            import traceback
+            self.send_msg(ctx.req_id, {"ev": "error", "msg": f"{type(exc).__name__}: {exc}",
+                                       "traceback": traceback.format_exc()})
         finally:
             with self._requests_lock:
                 self._requests.pop(ctx.req_id, None)
@@ -168,7 +168,7 @@ class Server:
 def call_module(name, params, ctx):
     """Validate params against the module's ARGUMENT_SPEC and run it."""
     if name not in MODULE_NAMES:
-        return {"failed": True, "changed": False, "msg": "unknown module {!r}".format(name)}
+        return {"failed": True, "changed": False, "msg": f"unknown module {name!r}"}
     module = importlib.import_module("agent_payload.modules." + name)
     try:
         checked = argspec.validate(module.ARGUMENT_SPEC, params)
@@ -193,7 +193,7 @@ def main(cache_state="cached", version=""):
         "version": version,
         "cache": cache_state,
         "pid": os.getpid(),
-        "python": platform.python_version(),
+        "python": "{}.{}.{}".format(*sys.version_info[:3]),
         "executable": sys.executable,
         "uid": os.geteuid(),
     }

@@ -43,7 +43,7 @@ class SyscallError(OSError):
     """A failed system call; str() names the call, its object and the errno text."""
 
     def __init__(self, call, target, err):
-        super().__init__(err, "{}({}): {}".format(call, target, os.strerror(err)))
+        super().__init__(err, f"{call}({target}): {os.strerror(err)}")
         self.call = call
         self.target = target
 
@@ -88,7 +88,7 @@ def setns_path(path, nstype=0):
 def mount(source, target, fstype=None, flags=0, data=None):
     """mount(2); ``data`` is the filesystem's option string."""
     result = _lib().mount(_b(source), _b(target), _b(fstype), ctypes.c_ulong(flags), _b(data))
-    _check(result, "mount", "{} on {}".format(fstype or source, target))
+    _check(result, "mount", f"{fstype or source} on {target}")
 
 
 def umount(target, flags=0):

@@ -10,8 +10,6 @@ Options:
 """
 
 import os
-import platform
-import socket
 import struct
 import sys
 
@@ -66,7 +64,7 @@ def default_route(route_table="/proc/net/route"):
     for line in probe.read_text(route_table).splitlines()[1:]:
         fields = line.split()
         if len(fields) > 2 and fields[1] == "00000000":
-            gateway = socket.inet_ntoa(struct.pack("<L", int(fields[2], 16)))
+            gateway = ".".join(str(octet) for octet in struct.pack("<L", int(fields[2], 16)))
             return fields[0], gateway
     return None, None
 
@@ -93,7 +91,7 @@ def gather(payload_info=None):
     facts = {
         "hostname": uname.nodename.split(".")[0],
         "nodename": uname.nodename,
-        "fqdn": socket.getfqdn() if "." in uname.nodename else uname.nodename,
+        "fqdn": _fqdn(uname.nodename),
         "system": uname.sysname,
         "kernel": uname.release,
         "kernel_version": uname.version,
@@ -102,11 +100,12 @@ def gather(payload_info=None):
         "processor_vcpus": os.cpu_count() or 1,
         "user_id": _user_name(),
         "user_uid": os.geteuid(),
-        "python_version": platform.python_version(),
+        "python_version": f"{py.major}.{py.minor}.{py.micro}",
         "python": {"executable": sys.executable,
                    "version": {"major": py.major, "minor": py.minor, "micro": py.micro,
                                "releaselevel": py.releaselevel, "serial": py.serial},
-                   "type": platform.python_implementation()},
+                   "type": {"cpython": "CPython", "pypy": "PyPy"}.get(
+                       sys.implementation.name, sys.implementation.name)},
         "all_ipv4_addresses": addresses,
         "default_ipv4": {"interface": iface, "gateway": gateway,
                          "address": addresses[0] if addresses else None} if iface else {},
@@ -120,6 +119,13 @@ def gather(payload_info=None):
         facts["fleet_payload"] = {"version": payload_info.get("version"),
                                   "cache": payload_info.get("cache")}
     return facts
+
+
+def _fqdn(nodename):
+    if "." not in nodename:
+        return nodename  # resolving would only cost a DNS timeout on a lab or bare host
+    import socket
+    return socket.getfqdn()
 
 
 def _user_name():

@@ -20,9 +20,10 @@ output_option = click.option("-o", "--output", type=click.Choice(["text", "json"
 
 def load_inventory(path):
     """Load the inventory or exit with its one-line error."""
-    from fleet.inventory import InventoryError, load_inventory as load
+    from fleet.inventory import InventoryError
+    from fleet.inventory import load_inventory as load
     if not os.path.exists(path):
-        raise click.ClickException("inventory {} does not exist".format(path))
+        raise click.ClickException(f"inventory {path} does not exist")
     try:
         return load(path)
     except InventoryError as exc:
@@ -32,11 +33,11 @@ def load_inventory(path):
 def select_hosts(inventory, pattern, limit=None):
     """Hosts matching pattern and limit, warning on stderr about parts that match nothing."""
     for part in inventory.unmatched(pattern) + (inventory.unmatched(limit) if limit else []):
-        click.echo("warning: pattern {!r} matched no host".format(part), err=True)
+        click.echo(f"warning: pattern {part!r} matched no host", err=True)
     hosts = inventory.select(pattern, limit=limit)
     if not hosts:
         raise click.ClickException("no hosts matched {!r}{}".format(
-            pattern, " with --limit {!r}".format(limit) if limit else ""))
+            pattern, f" with --limit {limit!r}" if limit else ""))
     return hosts
 
 

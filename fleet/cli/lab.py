@@ -52,7 +52,7 @@ def up(count, output):
     if output == "json":
         print_json(_state_json(state))
         return
-    click.echo("lab up: {} host(s) in {:.1f}s".format(len(state.hosts), time.monotonic() - started))
+    click.echo(f"lab up: {len(state.hosts)} host(s) in {time.monotonic() - started:.1f}s")
     _render(state)
 
 
@@ -73,7 +73,7 @@ def down(output):
     if output == "json":
         print_json({"stopped": stopped})
     else:
-        click.echo("lab down: stopped {} host(s)".format(len(stopped)))
+        click.echo(f"lab down: stopped {len(stopped)} host(s)")
 
 
 @lab.command()
@@ -102,19 +102,10 @@ def _state_json(state):
 
 
 def _render(state):
-    from rich.console import Console
-    from rich.table import Table
-    console = Console(soft_wrap=True)
-    table = Table(box=None, pad_edge=False)
-    for column in ("host", "address", "state", "pid"):
-        table.add_column(column)
-    for host in state.hosts:
-        table.add_row(host.name, host.address,
-                      "[green]up[/green]" if host.alive else "[red]down[/red]", str(host.pid))
-    console.print(table)
-    for registry in state.registries:
-        console.print("registry {:<6} {} (auth: {}{})".format(
-            registry["name"], registry["url"], registry["auth"],
-            ", CA " + registry["ca_file"] if registry.get("ca_file") else ""))
-    console.print("inventory   {}".format(state.inventory))
-    console.print("known_hosts {}".format(state.known_hosts))
+    from fleet.cli.render import print_table
+    rows = [(h.name, h.address, "[green]up[/green]" if h.alive else "[red]down[/red]", str(h.pid))
+            for h in state.hosts]
+    notes = [f"registry {r['name']:<6} {r['url']} (auth: {r['auth']}"
+             + (f", CA {r['ca_file']})" if r.get("ca_file") else ")") for r in state.registries]
+    notes += [f"inventory   {state.inventory}", f"known_hosts {state.known_hosts}"]
+    print_table(("host", "address", "state", "pid"), rows, notes=notes)

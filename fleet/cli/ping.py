@@ -2,8 +2,16 @@
 
 import click
 
-from fleet.cli.common import (forks_option, inventory_option, limit_option, load_inventory,
-                              output_option, print_json, select_hosts)
+from fleet.cli.common import (
+    forks_option,
+    inventory_option,
+    limit_option,
+    load_inventory,
+    output_option,
+    print_json,
+    select_hosts,
+)
+from fleet.cli.render import print_table
 
 EXIT_UNREACHABLE = 4
 
@@ -51,10 +59,10 @@ def _run_with_progress(ping_hosts, targets, forks, show):
     from rich.console import Console
     console = Console(stderr=True)
     done = []
-    with console.status("pinging {} host(s)".format(len(targets))) as status:
+    with console.status(f"pinging {len(targets)} host(s)") as status:
         def on_result(result):
             done.append(result)
-            status.update("pinging {} host(s): {} answered".format(len(targets), len(done)))
+            status.update(f"pinging {len(targets)} host(s): {len(done)} answered")
         return ping_hosts(targets, forks, on_result)
 
 
@@ -63,27 +71,14 @@ def _yes_no(value):
 
 
 def _render(results):
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(box=None, pad_edge=False)
-    for column in ("host", "reachable", "python", "kernel", "cgroup", "overlayfs", "userns",
-                   "payload", "rtt ms"):
-        table.add_column(column, no_wrap=True, justify="right" if column == "rtt ms" else "left")
+    rows = []
     for r in results:
         if r.reachable:
-            table.add_row(r.host, "[green]yes[/green]", r.python, r.kernel, r.cgroup,
-                          _yes_no(r.overlayfs), _yes_no(r.user_namespaces), r.payload,
-                          "{:.1f}".format(r.rtt_ms))
+            rows.append((r.host, "[green]yes[/green]", r.python, r.kernel, r.cgroup,
+                         _yes_no(r.overlayfs), _yes_no(r.user_namespaces), r.payload,
+                         f"{r.rtt_ms:.1f}"))
         else:
-            table.add_row(r.host, "[red]no[/red]")
-    console = Console(soft_wrap=True, width=None if _tty() else 200)
-    console.print(table)
-    for r in results:
-        if not r.reachable:
-            console.print("[red]{}: {}[/red]".format(r.host, r.error), highlight=False)
-
-
-def _tty():
-    import sys
-    return sys.stdout.isatty()
+            rows.append((r.host, "[red]no[/red]"))
+    notes = [f"[red]{r.host}: {r.error}[/red]" for r in results if not r.reachable]
+    print_table(("host", "reachable", "python", "kernel", "cgroup", "overlayfs", "userns",
+                 "payload", "rtt ms"), rows, right=("rtt ms",), notes=notes)

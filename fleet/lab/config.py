@@ -45,7 +45,7 @@ class LabConfig:
 
     def host_name(self, index):
         """Inventory name and hostname of the index-th host (1-based): lab01, lab02, …"""
-        return "lab{:02d}".format(index)
+        return f"lab{index:02d}"
 
     def host_address(self, index):
         return str(self.network.network_address + FIRST_HOST_OFFSET + index - 1)

@@ -66,7 +66,7 @@ def join_cgroup(directory):
         with open(procs, "w") as handle:
             handle.write(str(os.getpid()))
     except OSError as exc:
-        raise OSError(exc.errno, "cannot join {}: {}".format(procs, exc.strerror)) from None
+        raise OSError(exc.errno, f"cannot join {procs}: {exc.strerror}") from None
 
 
 def spawn_host(spec):
@@ -111,8 +111,8 @@ def spawn_host(spec):
 def _one_line(exc):
     text = str(exc) or type(exc).__name__
     if not isinstance(exc, OSError):
-        text = "{}: {} ({})".format(type(exc).__name__, text,
-                                    traceback.extract_tb(exc.__traceback__)[-1].lineno)
+        line = traceback.extract_tb(exc.__traceback__)[-1].lineno
+        text = f"{type(exc).__name__}: {text} (line {line})"
     return text.replace("\n", " ")
 
 

@@ -36,6 +36,6 @@ def known_hosts_text(entries):
     """known_hosts content for [(address, port, public key line)]."""
     lines = []
     for address, port, public in entries:
-        name = address if port == 22 else "[{}]:{}".format(address, port)
-        lines.append("{} {}".format(name, public))
+        name = address if port == 22 else f"[{address}]:{port}"
+        lines.append(f"{name} {public}")
     return "\n".join(lines) + "\n"

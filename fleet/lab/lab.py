@@ -18,7 +18,7 @@ from pathlib import Path
 
 from agent_payload import syscalls
 from fleet.lab import hostns, keys, network
-from fleet.lab.config import LAB_UID, LAB_USER, LabConfig
+from fleet.lab.config import LAB_UID, LAB_USER
 
 REQUIRED_TOOLS = {"ip": "iproute2", "/usr/sbin/sshd": "openssh-server", "sudo": "sudo",
                   "docker-registry": "docker-registry", "skopeo": "skopeo"}
@@ -60,8 +60,8 @@ def require_root():
 def require_tools():
     for tool, package in REQUIRED_TOOLS.items():
         if not (os.path.exists(tool) if tool.startswith("/") else shutil.which(tool)):
-            raise LabError("{} not found: install the Debian package {} "
-                           "(apt-get install {})".format(tool, package, package))
+            raise LabError(f"{tool} not found: install the Debian package {package} "
+                           f"(apt-get install {package})")
 
 
 def load_state(config):
@@ -87,8 +87,8 @@ def _is_our_sshd(pid, config, index):
     if not pid:
         return False
     try:
-        cmdline = Path("/proc/{}/cmdline".format(pid)).read_bytes()
-        stat = Path("/proc/{}/stat".format(pid)).read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return False
     if stat.rsplit(")", 1)[-1].split()[0] == "Z":
@@ -102,12 +102,12 @@ def up(config, count, on_step=None):
     require_root()
     require_tools()
     if not 1 <= count <= config.max_hosts:
-        raise LabError("--hosts must be between 1 and {} for subnet {}".format(
-            config.max_hosts, config.subnet))
+        raise LabError(f"--hosts must be between 1 and {config.max_hosts} "
+                       f"for subnet {config.subnet}")
     state = load_state(config)
     extra = [h.index for h in state.hosts if h.index > count]
     if extra:
-        step("removing {} host(s) beyond {}".format(len(extra), count))
+        step(f"removing {len(extra)} host(s) beyond {count}")
         _stop_hosts(config, [h for h in state.hosts if h.index > count])
     running = {h.index: h for h in state.hosts if h.alive and h.index <= count}
     missing = [i for i in range(1, count + 1) if i not in running]
@@ -120,13 +120,13 @@ def up(config, count, on_step=None):
     for i in range(1, count + 1):
         host_keys[i] = _prepare_host_dir(config, i)
 
-    step("network: bridge {} and {} host namespace(s)".format(config.bridge, len(missing)))
+    step(f"network: bridge {config.bridge} and {len(missing)} host namespace(s)")
     network.ensure_bridge(config)
     # A dead host may have left its namespace and veth: start those afresh.
     network.remove_hosts(config, missing)
     network.add_hosts(config, missing)
 
-    step("starting {} sshd host(s), registries and seed images".format(len(missing)))
+    step(f"starting {len(missing)} sshd host(s), registries and seed images")
     specs = [_host_spec(config, i, etc_files) for i in missing]
     started = _start_processes(config, specs)
     hosts = dict(running)
@@ -159,7 +159,7 @@ def down(config, on_step=None):
     step = on_step or (lambda text: None)
     require_root()
     state = load_state(config)
-    step("stopping {} host(s)".format(len(state.hosts)))
+    step(f"stopping {len(state.hosts)} host(s)")
     _stop_hosts(config, state.hosts)
     _kill_strays(config)
     # Namespaces of hosts the state file does not know (a crashed up) go too.
@@ -265,25 +265,24 @@ def _write_etc(config):
     etc.mkdir(exist_ok=True)
     passwd = [line for line in Path("/etc/passwd").read_text().splitlines()
               if not line.startswith(LAB_USER + ":")]
-    passwd.append("{u}:x:{id}:{id}:fleet lab user:{home}:/bin/sh".format(
-        u=LAB_USER, id=LAB_UID, home=config.user_home))
+    passwd.append(f"{LAB_USER}:x:{LAB_UID}:{LAB_UID}:fleet lab user:{config.user_home}:/bin/sh")
     group = [line for line in Path("/etc/group").read_text().splitlines()
              if not line.startswith(LAB_USER + ":")]
-    group.append("{}:x:{}:".format(LAB_USER, LAB_UID))
+    group.append(f"{LAB_USER}:x:{LAB_UID}:")
     shadow = [line for line in Path("/etc/shadow").read_text().splitlines()
               if not line.startswith(LAB_USER + ":")]
     # "*": no password login, yet not locked (sudo's PAM account check passes).
-    shadow.append("{}:*:19000:0:99999:7:::".format(LAB_USER))
+    shadow.append(f"{LAB_USER}:*:19000:0:99999:7:::")
     (etc / "passwd").write_text("\n".join(passwd) + "\n")
     (etc / "group").write_text("\n".join(group) + "\n")
     _write_private(etc / "shadow", "\n".join(shadow) + "\n", 0o640)
+    # Running hosts see this directory through a bind mount: update it, never replace it.
     sudoers = etc / "sudoers.d"
-    if sudoers.exists():
-        shutil.rmtree(sudoers)
-    shutil.copytree("/etc/sudoers.d", sudoers, symlinks=True)
-    rule = sudoers / "fleetlab"
-    rule.write_text("{} ALL=(ALL) NOPASSWD: ALL\n".format(LAB_USER))
-    os.chmod(rule, 0o440)
+    sudoers.mkdir(exist_ok=True)
+    for entry in Path("/etc/sudoers.d").iterdir():
+        if entry.is_file():
+            _write_private(sudoers / entry.name, entry.read_text(), 0o440)
+    _write_private(sudoers / "fleetlab", f"{LAB_USER} ALL=(ALL) NOPASSWD: ALL\n", 0o440)
     hosts = etc / "hosts"
     if not hosts.exists():
         hosts.touch()
@@ -302,8 +301,8 @@ def _write_private(path, text, mode):
 def hosts_text(config, hosts):
     """/etc/hosts shared by every lab host: each host resolves every other by name."""
     lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback",
-             "{}\tfleetlab-gateway".format(config.gateway)]
-    lines += ["{}\t{}".format(h.address, h.name) for h in hosts]
+             f"{config.gateway}\tfleetlab-gateway"]
+    lines += [f"{h.address}\t{h.name}" for h in hosts]
     return "\n".join(lines) + "\n"
 
 
@@ -435,30 +434,30 @@ def _wait_for_sshd(hosts, timeout=10.0):
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                raise LabError("lab host {} ({}): sshd did not answer within {:g}s".format(
-                    host.name, host.address, timeout))
+                raise LabError(f"lab host {host.name} ({host.address}): "
+                               f"sshd did not answer within {timeout:g}s")
             time.sleep(0.01)
 
 
 def inventory_text(config, state):
     """The lab's Ansible-style inventory: groups web and db, connection settings in all:vars."""
     by_name = {h.name: h for h in state.hosts}
-    lines = ["# Written by `fleet lab up` ({} hosts). The lab user {} has passwordless sudo:".format(
-        len(state.hosts), LAB_USER),
-        "# connect as it with ansible_user={} and ansible_become=true.".format(LAB_USER)]
+    lines = [f"# Written by `fleet lab up` ({len(state.hosts)} hosts). "
+             f"The lab user {LAB_USER} has passwordless sudo:",
+        f"# connect as it with ansible_user={LAB_USER} and ansible_become=true."]
     for group, names in config.groups(len(state.hosts)).items():
-        lines.append("[{}]".format(group))
-        lines += ["{} ansible_host={}".format(n, by_name[n].address) for n in names]
+        lines.append(f"[{group}]")
+        lines += [f"{n} ansible_host={by_name[n].address}" for n in names]
         lines.append("")
     registry = next((r for r in state.registries if r.get("name") == "plain"), None)
     lines += [
         "[all:vars]",
         "ansible_user=root",
         "ansible_python_interpreter=/usr/bin/python3",
-        "ansible_ssh_private_key_file={}".format(config.client_key_path),
-        "ansible_ssh_known_hosts_file={}".format(config.known_hosts_path),
-        "ansible_ssh_common_args='-o UserKnownHostsFile={} -o StrictHostKeyChecking=yes'".format(
-            config.known_hosts_path),
+        f"ansible_ssh_private_key_file={config.client_key_path}",
+        f"ansible_ssh_known_hosts_file={config.known_hosts_path}",
+        f"ansible_ssh_common_args='-o UserKnownHostsFile={config.known_hosts_path} "
+        "-o StrictHostKeyChecking=yes'",
     ]
     if registry:
         lines.append("fleet_lab_registry={}".format(registry["address"]))

@@ -46,10 +46,12 @@ def _sysctl(path, value):
 def ensure_bridge(config):
     """Create the lab bridge with its address, the forwarding guard included."""
     if not link_exists(config.bridge):
-        run_ip([], "link add {b} type bridge\naddr add {a}/{p} dev {b}\nlink set {b} up\n".format(
-            b=config.bridge, a=config.gateway, p=config.prefixlen))
-    _sysctl("/proc/sys/net/ipv4/conf/{}/forwarding".format(config.bridge), "0")
-    _sysctl("/proc/sys/net/ipv6/conf/{}/disable_ipv6".format(config.bridge), "1")
+        bridge = config.bridge
+        run_ip([], f"link add {bridge} type bridge\n"
+                   f"addr add {config.gateway}/{config.prefixlen} dev {bridge}\n"
+                   f"link set {bridge} up\n")
+    _sysctl(f"/proc/sys/net/ipv4/conf/{config.bridge}/forwarding", "0")
+    _sysctl(f"/proc/sys/net/ipv6/conf/{config.bridge}/disable_ipv6", "1")
     for tool in ("iptables", "ip6tables"):
         if shutil.which(tool):
             for rule in _guard_rules(config):
@@ -78,17 +80,17 @@ def add_hosts(config, indexes):
     for i in indexes:
         ns, veth = config.netns(i), config.veth(i)
         if not netns_exists(ns):
-            root_batch.append("netns add {}".format(ns))
+            root_batch.append(f"netns add {ns}")
         if link_exists(veth):
-            root_batch.append("link del {}".format(veth))
-        root_batch += ["link add {} type veth peer name eth0 netns {}".format(veth, ns),
-                       "link set {} master {}".format(veth, config.bridge),
-                       "link set {} up".format(veth)]
+            root_batch.append(f"link del {veth}")
+        root_batch += [f"link add {veth} type veth peer name eth0 netns {ns}",
+                       f"link set {veth} master {config.bridge}",
+                       f"link set {veth} up"]
     run_ip(["-force"], "\n".join(root_batch) + "\n")
     for i in indexes:
         run_ip(["-n", config.netns(i)],
-               "link set lo up\naddr add {}/{} dev eth0\nlink set eth0 up\n".format(
-                   config.host_address(i), config.prefixlen))
+               f"link set lo up\naddr add {config.host_address(i)}/{config.prefixlen} dev eth0\n"
+               "link set eth0 up\n")
 
 
 def remove_hosts(config, indexes):
@@ -96,9 +98,9 @@ def remove_hosts(config, indexes):
     batch = []
     for i in indexes:
         if netns_exists(config.netns(i)):
-            batch.append("netns del {}".format(config.netns(i)))
+            batch.append(f"netns del {config.netns(i)}")
         if link_exists(config.veth(i)):
-            batch.append("link del {}".format(config.veth(i)))
+            batch.append(f"link del {config.veth(i)}")
     if batch:
         run_ip(["-force"], "\n".join(batch) + "\n")
 

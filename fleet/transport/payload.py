@@ -23,28 +23,29 @@ CACHE_DIR = "~/.cache/fleet"
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 _MAIN = b"from agent_payload.serve import main\nmain('manual')\n"
 
-# Kept small and python3.8-compatible: it is sent on every connection.
+# Kept small and python3.8-compatible: it is sent on every connection. The payload is
+# unpacked into a directory named by its hash, so Python caches its bytecode there and
+# a cached start compiles nothing; the directory appears by an atomic rename, whole.
 BOOTSTRAP = r"""
-import hashlib,os,sys
+import os,sys
 h=sys.argv[1];d=os.path.join(os.path.expanduser('~'),'.cache','fleet')
-p=os.path.join(d,'payload-'+h+'.pyz');s='cached'
-def ok(b):return hashlib.sha256(b).hexdigest()[:len(h)]==h
-def rd(n):
- b=b''
- while len(b)<n:
-  c=os.read(0,n-len(b))
-  if not c:sys.exit('fleet: payload upload cut short')
-  b+=c
- return b
-try:
- with open(p,'rb') as f:c=ok(f.read())
-except OSError:c=False
-if not c:
- os.write(1,b'FLEET-NEED\n');n=int(rd(12));b=rd(n)
- if not ok(b):sys.exit('fleet: uploaded payload does not match its hash')
+p=os.path.join(d,'payload-'+h);s='cached'
+if not os.path.isdir(p):
+ import hashlib,io,shutil,zipfile
+ def rd(n):
+  b=b''
+  while len(b)<n:
+   c=os.read(0,n-len(b))
+   if not c:sys.exit('fleet: payload upload cut short')
+   b+=c
+  return b
+ os.write(1,b'FLEET-NEED\n');b=rd(int(rd(12)))
+ if hashlib.sha256(b).hexdigest()[:len(h)]!=h:sys.exit('fleet: payload hash mismatch')
  os.makedirs(d,0o700,exist_ok=True);t=p+'.%d'%os.getpid()
- with open(t,'wb') as f:f.write(b)
- os.replace(t,p);s='uploaded'
+ zipfile.ZipFile(io.BytesIO(b)).extractall(t)
+ try:os.rename(t,p)
+ except OSError:shutil.rmtree(t)
+ s='uploaded'
 sys.path.insert(0,p)
 from agent_payload.serve import main
 main(s,h)

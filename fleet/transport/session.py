@@ -48,8 +48,7 @@ class Request:
                 kind, value = self._events.get(timeout=remaining)
             except queue.Empty:
                 self.cancel()
-                raise TimeoutError("request {} timed out after {:g}s".format(
-                    self.id, timeout)) from None
+                raise TimeoutError(f"request {self.id} timed out after {timeout:g}s") from None
             if kind == "error":
                 raise value
             if kind == "result":
@@ -124,8 +123,7 @@ class Session:
             raise
         except Exception as exc:
             transport.close()
-            raise ssh.RemoteError("cannot start the payload on {}: {}".format(
-                target.host, exc)) from None
+            raise ssh.RemoteError(f"cannot start the payload on {target.host}: {exc}") from None
         return cls(target, transport, channel, hello)
 
     def start(self, module, params=None, check=False, diff=False):
@@ -162,8 +160,7 @@ class Session:
             try:
                 self.channel.sendall(frame)
             except (OSError, EOFError) as exc:
-                raise ssh.TransportError("connection to {} lost: {}".format(
-                    self.target.host, exc)) from None
+                raise ssh.TransportError(f"connection to {self.target.host} lost: {exc}") from None
 
     def _read_loop(self):
         error = None
@@ -175,11 +172,11 @@ class Session:
                 self._dispatch(*frame)
         except (protocol.ProtocolError, OSError, EOFError) as exc:
             error = exc
-        reason = "payload on {} exited".format(self.target.host)
+        reason = f"payload on {self.target.host} exited"
         if error is not None:
-            reason = "connection to {} lost: {}".format(self.target.host, error)
+            reason = f"connection to {self.target.host} lost: {error}"
         elif self.channel.exit_status_ready():
-            reason += " with status {}".format(self.channel.recv_exit_status())
+            reason += f" with status {self.channel.recv_exit_status()}"
         closed = ssh.TransportError(reason)
         with self._lock:
             self._closed = closed
@@ -222,7 +219,7 @@ def _handshake(channel, target, payload):
     if head is not None and head == NEED_MARKER[:protocol.HEADER.size]:
         rest = protocol.read_exact(read, len(NEED_MARKER) - protocol.HEADER.size)
         if head + (rest or b"") != NEED_MARKER:
-            raise ssh.RemoteError("unexpected bootstrap output from {}".format(target.host))
+            raise ssh.RemoteError(f"unexpected bootstrap output from {target.host}")
         channel.sendall(payload.upload_frame())
         head = protocol.read_exact(read, protocol.HEADER.size)
     if head is None:
@@ -230,7 +227,7 @@ def _handshake(channel, target, payload):
     length, kind, _ = protocol.HEADER.unpack(head)
     body = protocol.read_exact(read, length) if length else b""
     if kind != protocol.MSG or body is None:
-        raise ssh.RemoteError("unexpected bootstrap output from {}".format(target.host))
+        raise ssh.RemoteError(f"unexpected bootstrap output from {target.host}")
     hello = json.loads(body)
     if hello.get("ev") != "hello":
         raise ssh.RemoteError("payload on {} did not say hello: {}".format(
@@ -264,9 +261,9 @@ def _startup_failure(channel, target):
     text = err.decode(errors="replace").strip()
     last = text.splitlines()[-1] if text else ""
     if status == 127 or "not found" in last or "No such file" in last:
-        return ssh.RemoteError("python not found on {}: {} (set ansible_python_interpreter)".format(
-            target.name, target.python))
+        return ssh.RemoteError(f"python not found on {target.name}: {target.python} "
+                               "(set ansible_python_interpreter)")
     if "sudo" in text and ("password" in text or "not in the sudoers" in text):
-        return ssh.RemoteError("become failed on {}: {}".format(target.name, last))
+        return ssh.RemoteError(f"become failed on {target.name}: {last}")
     return ssh.RemoteError("payload failed to start on {} (exit {}): {}".format(
         target.name, status, last or "no output"))

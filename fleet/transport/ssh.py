@@ -59,7 +59,7 @@ class Target:
         return self.user or os.environ.get("USER") or "root"
 
     def __repr__(self):  # never show the become password
-        return "Target({}@{}:{})".format(self.user_or_default, self.host, self.port)
+        return f"Target({self.user_or_default}@{self.host}:{self.port})"
 
 
 def known_hosts_from_common_args(args):
@@ -90,7 +90,7 @@ def _load_known_hosts(path):
     except FileNotFoundError:
         pass
     except (OSError, paramiko.SSHException) as exc:
-        raise HostKeyError("cannot read known_hosts {}: {}".format(path, exc)) from None
+        raise HostKeyError(f"cannot read known_hosts {path}: {exc}") from None
     return keys
 
 
@@ -105,9 +105,9 @@ def _load_key(path):
     try:
         return paramiko.PKey.from_path(path)
     except FileNotFoundError:
-        raise AuthError("private key file {} does not exist".format(path)) from None
+        raise AuthError(f"private key file {path} does not exist") from None
     except (paramiko.SSHException, ValueError, OSError) as exc:
-        raise AuthError("cannot load private key {}: {}".format(path, exc)) from None
+        raise AuthError(f"cannot load private key {path}: {exc}") from None
 
 
 def private_key(path):
@@ -123,25 +123,24 @@ def fingerprint(key):
 
 
 def _host_key_name(target):
-    return target.host if target.port == 22 else "[{}]:{}".format(target.host, target.port)
+    return target.host if target.port == 22 else f"[{target.host}]:{target.port}"
 
 
 def connect(target):
     """Open an authenticated paramiko Transport to ``target`` or raise TransportError."""
-    where = "{}:{}".format(target.host, target.port)
+    where = f"{target.host}:{target.port}"
     known_path = os.path.expanduser(target.known_hosts or DEFAULT_KNOWN_HOSTS)
     expected = known_hosts(known_path).lookup(_host_key_name(target))
     if not expected:
-        raise HostKeyError("host key for {} not found in {} (strict host key checking)".format(
-            _host_key_name(target), known_path))
+        raise HostKeyError(f"host key for {_host_key_name(target)} not found in {known_path} "
+                           "(strict host key checking)")
     try:
         sock = socket.create_connection((target.host, target.port), target.connect_timeout)
     except socket.timeout:
-        raise TransportError("unreachable: connect to {} timed out after {:g}s".format(
-            where, target.connect_timeout)) from None
+        raise TransportError(f"unreachable: connect to {where} timed out after "
+                             f"{target.connect_timeout:g}s") from None
     except OSError as exc:
-        raise TransportError("unreachable: connect to {}: {}".format(
-            where, exc.strerror or exc)) from None
+        raise TransportError(f"unreachable: connect to {where}: {exc.strerror or exc}") from None
     transport = paramiko.Transport(sock)
     try:
         transport.banner_timeout = target.connect_timeout
@@ -158,19 +157,19 @@ def connect(target):
         raise
     except (paramiko.SSHException, OSError, EOFError) as exc:
         transport.close()
-        raise TransportError("unreachable: SSH handshake with {} failed: {}".format(
-            where, exc or type(exc).__name__)) from None
+        raise TransportError(f"unreachable: SSH handshake with {where} failed: "
+                             f"{exc or type(exc).__name__}") from None
 
 
 def _verify_host_key(key, expected, target, known_path):
     known = expected.get(key.get_name())
     if known is not None and known == key:
         return
-    wanted = ", ".join("{} {}".format(t, fingerprint(k)) for t, k in expected.items())
+    wanted = ", ".join(f"{t} {fingerprint(k)}" for t, k in expected.items())
     raise HostKeyError(
-        "host key for {} changed: server sent {} {}, {} has {} (possible man-in-the-middle; "
-        "fix known_hosts if the host was reinstalled)".format(
-            _host_key_name(target), key.get_name(), fingerprint(key), known_path, wanted))
+        f"host key for {_host_key_name(target)} changed: server sent {key.get_name()} "
+        f"{fingerprint(key)}, {known_path} has {wanted} (possible man-in-the-middle; "
+        "fix known_hosts if the host was reinstalled)")
 
 
 def _authenticate(transport, target, where):
@@ -186,8 +185,8 @@ def _authenticate(transport, target, where):
                 if os.path.exists(path):
                     keys.append(private_key(path))
     if not keys:
-        raise AuthError("no SSH key for {}@{}: set ansible_ssh_private_key_file or "
-                        "load a key into ssh-agent".format(user, where))
+        raise AuthError(f"no SSH key for {user}@{where}: set ansible_ssh_private_key_file or "
+                        "load a key into ssh-agent")
     for key in keys:
         try:
             transport.auth_publickey(user, key)

@@ -1,0 +1,5 @@
+"""``python3 -m fleet`` runs the command line."""
+
+from fleet.cli import main
+
+main()
