@@ -18,13 +18,27 @@ class LabConfig:
 
     state_dir: Path = Path(DEFAULT_STATE_DIR)
     subnet: str = DEFAULT_SUBNET
-    bridge: str = "fleetlab0"
+    # Prefix of every kernel object (bridge, netns, veth, cgroup): two labs on one
+    # machine (the user's and the test suite's) need different ones. At most 9
+    # characters, so that PREFIX-labNN fits an interface name.
+    prefix: str = "fleetlab"
 
     @classmethod
     def from_env(cls):
-        """The lab named by FLEET_LAB_DIR / FLEET_LAB_SUBNET, or the default one."""
+        """The lab named by FLEET_LAB_DIR / FLEET_LAB_SUBNET / FLEET_LAB_PREFIX, or the default."""
         return cls(Path(os.environ.get("FLEET_LAB_DIR", DEFAULT_STATE_DIR)),
-                   os.environ.get("FLEET_LAB_SUBNET", DEFAULT_SUBNET))
+                   os.environ.get("FLEET_LAB_SUBNET", DEFAULT_SUBNET),
+                   os.environ.get("FLEET_LAB_PREFIX", "fleetlab"))
+
+    def __post_init__(self):
+        if not (self.prefix.startswith("fleet") and len(self.prefix) <= 9
+                and self.prefix.isalnum()):
+            raise ValueError(f"lab prefix {self.prefix!r} must start with 'fleet', be "
+                             "alphanumeric and at most 9 characters")
+
+    @property
+    def bridge(self):
+        return self.prefix + "0"
 
     @property
     def network(self):
@@ -51,13 +65,13 @@ class LabConfig:
         return str(self.network.network_address + FIRST_HOST_OFFSET + index - 1)
 
     def netns(self, index):
-        return "fleetlab-" + self.host_name(index)
+        return f"{self.prefix}-{self.host_name(index)}"
 
     def veth(self, index):
-        return "fleetlab-" + self.host_name(index)
+        return f"{self.prefix}-{self.host_name(index)}"
 
     def cgroup_leaf(self, index):
-        return "fleetlab-" + self.host_name(index)
+        return f"{self.prefix}-{self.host_name(index)}"
 
     def host_dir(self, index):
         return self.state_dir / "hosts" / self.host_name(index)

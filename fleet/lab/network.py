@@ -95,14 +95,17 @@ def add_hosts(config, indexes):
 
 def remove_hosts(config, indexes):
     """Delete the netns (and with it the veth pair) of each host index."""
-    batch = []
+    namespaces = [config.netns(i) for i in indexes if netns_exists(config.netns(i))]
+    if namespaces:
+        run_ip(["-force"], "".join(f"netns del {ns}\n" for ns in namespaces))
+    # The veth dies with its namespace, but asynchronously: delete what is still there.
     for i in indexes:
-        if netns_exists(config.netns(i)):
-            batch.append(f"netns del {config.netns(i)}")
         if link_exists(config.veth(i)):
-            batch.append(f"link del {config.veth(i)}")
-    if batch:
-        run_ip(["-force"], "\n".join(batch) + "\n")
+            try:
+                run_ip(["link", "del", config.veth(i)])
+            except NetworkError:
+                if link_exists(config.veth(i)):
+                    raise
 
 
 def remove_bridge(config):

@@ -1,0 +1,77 @@
+"""The shared lab for integration tests: one per test session, torn down at its end.
+
+The test lab has its own state directory, subnet and object prefix, so it never
+touches a lab the developer has up. Every integration test runs on one xdist worker
+(group "lab"), so only that worker pays for the lab.
+"""
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from fleet.lab import lab as lab_lib
+from fleet.lab.config import LabConfig
+
+TEST_LAB = LabConfig(Path("/var/lib/fleet-lab-test"), "10.231.7.0/24", "fleetlabt")
+NEEDED = ("ip", "/usr/sbin/sshd", "sudo", "docker-registry", "skopeo")
+
+
+def pytest_collection_modifyitems(config, items):
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(item.fspath).parents:
+            item.add_marker(pytest.mark.integration)
+            item.add_marker(pytest.mark.xdist_group("lab"))
+
+
+def _missing():
+    if os.geteuid() != 0:
+        return "integration tests need root"
+    for tool in NEEDED:
+        if not (os.path.exists(tool) if tool.startswith("/") else shutil.which(tool)):
+            return f"integration tests need {tool}"
+    return None
+
+
+def leftovers(config):
+    """Kernel objects and processes of ``config``'s lab still present on the machine."""
+    found = []
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    found += [f"netns {line.split()[0]}" for line in netns.splitlines()
+              if line.startswith(config.prefix + "-")]
+    found += [f"link {name}" for name in os.listdir("/sys/class/net")
+              if name.startswith(config.prefix)]
+    for root, dirs, _ in os.walk("/sys/fs/cgroup"):
+        found += [f"cgroup {root}/{d}" for d in dirs if d.startswith(config.prefix + "-")]
+        if root.count("/") > 6:
+            dirs[:] = []
+    marker = str(config.state_dir).encode()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path("/proc", pid, "cmdline").read_bytes()
+        except OSError:
+            continue
+        if marker in cmdline:
+            found.append(f"process {pid} {cmdline[:80]!r}")
+    return found
+
+
+@pytest.fixture(scope="session")
+def lab():
+    """The test lab with 3 hosts: (LabConfig, LabState)."""
+    reason = _missing()
+    if reason:
+        pytest.skip(reason)
+    state = lab_lib.up(TEST_LAB, 3)
+    yield TEST_LAB, state
+    lab_lib.down(TEST_LAB)
+    assert leftovers(TEST_LAB) == []
+
+
+@pytest.fixture(scope="session")
+def lab_inventory(lab):
+    """Path of the test lab's inventory."""
+    return str(lab[0].inventory_path)

@@ -1,0 +1,126 @@
+"""Transport on the lab: payload upload and cache, host keys, become, failure reasons."""
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+import agent_payload
+from fleet.ping import ping
+from fleet.transport import ssh
+from fleet.transport.payload import Payload, build_zip
+from fleet.transport.session import Session
+from tests.integration.helpers import lab_targets, ssh_run
+
+
+def fleet_cli(*args):
+    return subprocess.run([sys.executable, "-m", "fleet", *args], capture_output=True, text=True)
+
+
+def test_ping_uploads_once_then_uses_the_cache(lab, lab_inventory):
+    config, state = lab
+    for host in state.hosts:
+        ssh_run(config, host.address, "rm -rf /root/.cache/fleet")
+    first = fleet_cli("ping", "-i", lab_inventory, "-o", "json")
+    assert first.returncode == 0, first.stderr
+    hosts = json.loads(first.stdout)["hosts"]
+    assert [h["payload"] for h in hosts] == ["uploaded"] * len(state.hosts)
+    assert all(h["reachable"] and h["cgroup"] in ("v1", "v2", "hybrid") for h in hosts)
+    second = json.loads(fleet_cli("ping", "-i", lab_inventory, "-o", "json").stdout)["hosts"]
+    assert [h["payload"] for h in second] == ["cached"] * len(state.hosts)
+    text = fleet_cli("ping", "-i", lab_inventory)
+    assert text.returncode == 0 and "cached" in text.stdout
+
+
+def test_changed_host_key_fails_only_that_host(lab, lab_inventory, tmp_path):
+    config, state = lab
+    lines = config.known_hosts_path.read_text().splitlines()
+    # Give the first host the second host's key.
+    lines[0] = " ".join(lines[0].split()[:1] + lines[1].split()[1:])
+    known = tmp_path / "known_hosts"
+    known.write_text("\n".join(lines) + "\n")
+    targets = lab_targets(lab_inventory, known_hosts=str(known))
+    results = ping(targets)
+    assert not results[0].reachable
+    assert "host key for" in results[0].error and "changed" in results[0].error
+    assert all(r.reachable for r in results[1:])
+
+
+def test_failure_reasons_are_one_line_each(lab, lab_inventory, tmp_path):
+    config, state = lab
+    base = lab_targets(lab_inventory)[0]
+    known = tmp_path / "known_hosts"
+    gateway_key = config.known_hosts_path.read_text().splitlines()[0].split()[1:]
+    known.write_text(config.known_hosts_path.read_text()
+                     + f"{config.gateway} {' '.join(gateway_key)}\n")
+    cases = {
+        "refused": replace(base, name="refused", host=config.gateway, known_hosts=str(known)),
+        "nopython": replace(base, name="nopython", python="/usr/bin/python-fleet-missing"),
+        "unknown": replace(base, name="unknown", known_hosts=str(tmp_path / "empty")),
+        "badkey": replace(base, name="badkey", key_file=str(tmp_path / "nokey")),
+    }
+    (tmp_path / "empty").write_text("")
+    results = {r.host: r for r in ping(list(cases.values()) + [base])}
+    assert "Connection refused" in results["refused"].error
+    assert "python not found" in results["nopython"].error
+    assert "not found in" in results["unknown"].error
+    assert "does not exist" in results["badkey"].error
+    assert results[base.name].reachable
+    assert all("\n" not in (r.error or "") for r in results.values())
+
+
+def test_become_through_sudo(lab, lab_inventory):
+    config, state = lab
+    user = lab_targets(lab_inventory, user="fleetuser")[0]
+    plain = Session.open(user)
+    try:
+        assert plain.call("facts")["ansible_facts"]["user_id"] == "fleetuser"
+    finally:
+        plain.close()
+    root = Session.open(replace(user, become=True))
+    try:
+        assert root.call("facts")["ansible_facts"]["user_uid"] == 0
+    finally:
+        root.close()
+
+
+def test_one_session_serves_many_requests_in_flight(lab, lab_inventory):
+    target = lab_targets(lab_inventory)[1]
+    session = Session.open(target)
+    try:
+        requests = [session.start("ping", {"data": f"n{i}"}) for i in range(20)]
+        answers = [r.wait(timeout=10)["ping"] for r in requests]
+        assert answers == [f"n{i}" for i in range(20)]
+        with ThreadPoolExecutor(4) as pool:
+            facts = list(pool.map(lambda _: session.call("facts", timeout=10), range(8)))
+        assert {f["ansible_facts"]["hostname"] for f in facts} == {target.name}
+        bad = session.call("ping", {"nope": 1})
+        assert bad["failed"] and "nope" in bad["msg"]
+    finally:
+        session.close()
+
+
+def test_new_payload_version_is_uploaded(lab, lab_inventory, tmp_path):
+    """A changed payload (new hash) is shipped again; the old one stays usable."""
+    source = tmp_path / "agent_payload"
+    shutil.copytree(Path(agent_payload.__file__).parent, source,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    (source / "modules" / "ping.py").write_text(
+        (source / "modules" / "ping.py").read_text() + "\n# fleet test variant\n")
+    data = build_zip(source)
+    variant = Payload(data, hashlib.sha256(data).hexdigest()[:16])
+    target = lab_targets(lab_inventory)[2]
+    session = Session.open(target, variant)
+    try:
+        assert session.cache_state == "uploaded"
+        assert session.call("ping")["ping"] == "pong"
+    finally:
+        session.close()
+    with pytest.raises(ssh.TransportError):
+        Session.open(replace(target, port=1))
