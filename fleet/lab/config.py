@@ -10,6 +10,12 @@ DEFAULT_SUBNET = "10.231.0.0/24"
 FIRST_HOST_OFFSET = 11
 LAB_USER = "fleetuser"
 LAB_UID = 2700
+# A second user whose sudo asks for a password, to test become_password.
+LAB_PASSWORD_USER = "fleetpass"
+LAB_PASSWORD_UID = 2701
+LAB_PASSWORD = "fleetlab"  # the lab is local only and sshd refuses passwords anyway
+LAB_PASSWORD_HASH = ("$6$fleetlabsalt$sD3Ger.3bq8s04RCiU3JkOw3lsNX.ZuTxWH8KB8tgKqV1WCJInkdt1Cy4k"
+                     "bDEcrNDv8My3rX2s4ORfhG2VWyL.")
 
 
 @dataclass(frozen=True)
@@ -97,9 +103,17 @@ class LabConfig:
         return self.state_dir / "lab.json"
 
     @property
-    def user_home(self):
-        """Mount point of the lab user's home; each host binds its own directory here."""
+    def homes(self):
+        """Mount point of the lab users' homes; each host binds its own directory here."""
         return self.state_dir / "home"
+
+    def users(self):
+        """[(name, uid, home, sudo rule, shadow password field)] of the lab's non-root users."""
+        return [
+            (LAB_USER, LAB_UID, self.homes / LAB_USER, "NOPASSWD: ALL", "*"),
+            (LAB_PASSWORD_USER, LAB_PASSWORD_UID, self.homes / LAB_PASSWORD_USER, "ALL",
+             LAB_PASSWORD_HASH),
+        ]
 
     def groups(self, count):
         """The inventory's two groups: ``web`` gets the first half (rounded up), ``db`` the rest."""

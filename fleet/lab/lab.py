@@ -6,6 +6,8 @@ Every long-lived process of the lab descends from a small keeper process that ad
 and reaps them (this machine's PID 1 may not), so ``down`` leaves no zombie per host.
 """
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -18,7 +20,7 @@ from pathlib import Path
 
 from agent_payload import syscalls
 from fleet.lab import hostns, keys, network
-from fleet.lab.config import LAB_UID, LAB_USER
+from fleet.lab.config import LAB_PASSWORD, LAB_PASSWORD_USER, LAB_USER
 
 REQUIRED_TOOLS = {"ip": "iproute2", "/usr/sbin/sshd": "openssh-server", "sudo": "sudo",
                   "docker-registry": "docker-registry", "skopeo": "skopeo"}
@@ -96,11 +98,28 @@ def _is_our_sshd(pid, config, index):
     return str(config.host_dir(index) / "sshd_config").encode() in cmdline
 
 
+@contextlib.contextmanager
+def _locked(config):
+    """Serialize up and down of one lab (the lock is not in the state directory, which
+    down removes, but in /run/lock, which goes away with the machine's run)."""
+    directory = "/run/lock" if os.path.isdir("/run/lock") else "/tmp"
+    fd = os.open(os.path.join(directory, f"{config.prefix}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def up(config, count, on_step=None):
     """Bring the lab to ``count`` hosts with registries; return its LabState."""
-    step = on_step or (lambda text: None)
     require_root()
     require_tools()
+    with _locked(config):
+        return _up(config, count, on_step or (lambda text: None))
+
+
+def _up(config, count, step):
     if not 1 <= count <= config.max_hosts:
         raise LabError(f"--hosts must be between 1 and {config.max_hosts} "
                        f"for subnet {config.subnet}")
@@ -156,8 +175,12 @@ def down(config, on_step=None):
 
     Returns the names of the hosts it stopped.
     """
-    step = on_step or (lambda text: None)
     require_root()
+    with _locked(config):
+        return _down(config, on_step or (lambda text: None))
+
+
+def _down(config, step):
     state = load_state(config)
     step(f"stopping {len(state.hosts)} host(s)")
     _stop_hosts(config, state.hosts)
@@ -251,7 +274,7 @@ def _prepare_dirs(config, state):
     config.state_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(config.state_dir, 0o755)
     (config.state_dir / "hosts").mkdir(exist_ok=True)
-    config.user_home.mkdir(exist_ok=True)
+    config.homes.mkdir(exist_ok=True)
     for point in MACHINE_MOUNT_POINTS:
         if not os.path.isdir(point):
             os.makedirs(point, 0o700)
@@ -263,26 +286,30 @@ def _write_etc(config):
     """The hosts' /etc/passwd, /etc/group and /etc/sudoers.d, with the lab user added."""
     etc = config.state_dir / "etc"
     etc.mkdir(exist_ok=True)
+    names = tuple(user[0] + ":" for user in config.users())
     passwd = [line for line in Path("/etc/passwd").read_text().splitlines()
-              if not line.startswith(LAB_USER + ":")]
-    passwd.append(f"{LAB_USER}:x:{LAB_UID}:{LAB_UID}:fleet lab user:{config.user_home}:/bin/sh")
+              if not line.startswith(names)]
     group = [line for line in Path("/etc/group").read_text().splitlines()
-             if not line.startswith(LAB_USER + ":")]
-    group.append(f"{LAB_USER}:x:{LAB_UID}:")
+             if not line.startswith(names)]
     shadow = [line for line in Path("/etc/shadow").read_text().splitlines()
-              if not line.startswith(LAB_USER + ":")]
-    # "*": no password login, yet not locked (sudo's PAM account check passes).
-    shadow.append(f"{LAB_USER}:*:19000:0:99999:7:::")
-    (etc / "passwd").write_text("\n".join(passwd) + "\n")
-    (etc / "group").write_text("\n".join(group) + "\n")
-    _write_private(etc / "shadow", "\n".join(shadow) + "\n", 0o640)
+              if not line.startswith(names)]
     # Running hosts see this directory through a bind mount: update it, never replace it.
     sudoers = etc / "sudoers.d"
     sudoers.mkdir(exist_ok=True)
     for entry in Path("/etc/sudoers.d").iterdir():
         if entry.is_file():
             _write_private(sudoers / entry.name, entry.read_text(), 0o440)
-    _write_private(sudoers / "fleetlab", f"{LAB_USER} ALL=(ALL) NOPASSWD: ALL\n", 0o440)
+    rules = []
+    for name, uid, home, rule, password in config.users():
+        passwd.append(f"{name}:x:{uid}:{uid}:fleet lab user:{home}:/bin/sh")
+        group.append(f"{name}:x:{uid}:")
+        # "*": no password login, yet not locked (sudo's PAM account check passes).
+        shadow.append(f"{name}:{password}:19000:0:99999:7:::")
+        rules.append(f"{name} ALL=(ALL) {rule}")
+    _write_private(sudoers / "fleetlab", "\n".join(rules) + "\n", 0o440)
+    (etc / "passwd").write_text("\n".join(passwd) + "\n")
+    (etc / "group").write_text("\n".join(group) + "\n")
+    _write_private(etc / "shadow", "\n".join(shadow) + "\n", 0o640)
     hosts = etc / "hosts"
     if not hosts.exists():
         hosts.touch()
@@ -310,10 +337,13 @@ def _prepare_host_dir(config, index):
     """Create the host's private directories, host key and sshd_config; return its public key."""
     base = config.host_dir(index)
     for name, mode in (("root", 0o700), ("tmp", 0o1777), ("var-lib-fleet", 0o700),
-                       ("home", 0o700)):
+                       ("home", 0o755)):
         (base / name).mkdir(parents=True, exist_ok=True)
         os.chmod(base / name, mode)
-    os.chown(base / "home", LAB_UID, LAB_UID)
+    for name, uid, _, _, _ in config.users():
+        (base / "home" / name).mkdir(exist_ok=True)
+        os.chmod(base / "home" / name, 0o700)
+        os.chown(base / "home" / name, uid, uid)
     public = keys.ensure_ed25519_key(base / "ssh_host_ed25519_key")
     (base / "sshd_config").write_text(SSHD_CONFIG.format(
         host_key=base / "ssh_host_ed25519_key", authorized_keys=config.authorized_keys_path))
@@ -352,7 +382,7 @@ def _host_spec(config, index, etc_files):
         "mkdirs": ["/run/sshd", "/run/fleet"],
         "binds": [(str(base / "root"), "/root"), (str(base / "tmp"), "/tmp"),
                   (str(base / "var-lib-fleet"), "/var/lib/fleet"),
-                  (str(base / "home"), str(config.user_home))],
+                  (str(base / "home"), str(config.homes))],
         "etc_files": etc_files,
         "sshd_config": str(base / "sshd_config"),
         "log": str(base / "sshd.log"),
@@ -442,9 +472,9 @@ def _wait_for_sshd(hosts, timeout=10.0):
 def inventory_text(config, state):
     """The lab's Ansible-style inventory: groups web and db, connection settings in all:vars."""
     by_name = {h.name: h for h in state.hosts}
-    lines = [f"# Written by `fleet lab up` ({len(state.hosts)} hosts). "
-             f"The lab user {LAB_USER} has passwordless sudo:",
-        f"# connect as it with ansible_user={LAB_USER} and ansible_become=true."]
+    lines = [f"# Written by `fleet lab up` ({len(state.hosts)} hosts). Besides root, each host has",
+             f"# {LAB_USER} (passwordless sudo) and {LAB_PASSWORD_USER} (sudo password "
+             f"'{LAB_PASSWORD}'): try ansible_user={LAB_USER} ansible_become=true."]
     for group, names in config.groups(len(state.hosts)).items():
         lines.append(f"[{group}]")
         lines += [f"{n} ansible_host={by_name[n].address}" for n in names]

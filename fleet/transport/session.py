@@ -117,7 +117,11 @@ class Session:
             channel.exec_command(payload.command(target.python, target.become,
                                                  target.become_user,
                                                  bool(target.become_password)))
+            # A host that accepts the connection but never starts the payload must not
+            # hang the run: the handshake has a deadline, the session afterwards none.
+            channel.settimeout(max(target.connect_timeout, 1.0) * 3)
             hello = _handshake(channel, target, payload)
+            channel.settimeout(None)
         except ssh.TransportError:
             transport.close()
             raise
@@ -236,20 +240,26 @@ def _handshake(channel, target, payload):
 
 
 def _answer_sudo(channel, target):
-    """Wait for sudo's prompt on stderr and answer it; return when sudo is past it."""
+    """Answer sudo's password prompt, if it shows one; raise RemoteError when sudo refuses."""
+    prompt = SUDO_PROMPT.encode()
     seen = b""
+    answered = False
     deadline = time.monotonic() + target.connect_timeout
     while time.monotonic() < deadline:
-        if channel.recv_ready():
-            return  # no prompt: sudo needed no password
+        if channel.recv_ready() or channel.exit_status_ready():
+            return  # the payload (or its failure) speaks: sudo is past its prompt
         if channel.recv_stderr_ready():
             seen += channel.recv_stderr(4096)
-            if SUDO_PROMPT.encode() in seen:
+            if seen.count(prompt) > int(answered):
+                if answered:  # asked again: the password was wrong
+                    raise ssh.RemoteError(f"become failed on {target.name}: sudo refused "
+                                          "the become password")
                 channel.sendall(target.become_password.encode() + b"\n")
-                return
-        if channel.exit_status_ready():
-            return
-        time.sleep(0.005)
+                answered = True
+            continue
+        time.sleep(0.002)
+    raise ssh.RemoteError(f"become failed on {target.name}: sudo did not answer within "
+                          f"{target.connect_timeout:g}s")
 
 
 def _startup_failure(channel, target):

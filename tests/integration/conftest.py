@@ -19,6 +19,7 @@ TEST_LAB = LabConfig(Path("/var/lib/fleet-lab-test"), "10.231.7.0/24", "fleetlab
 NEEDED = ("ip", "/usr/sbin/sshd", "sudo", "docker-registry", "skopeo")
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config, items):
     here = Path(__file__).parent
     for item in items:

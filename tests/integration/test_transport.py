@@ -2,9 +2,11 @@
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -124,3 +126,46 @@ def test_new_payload_version_is_uploaded(lab, lab_inventory, tmp_path):
         session.close()
     with pytest.raises(ssh.TransportError):
         Session.open(replace(target, port=1))
+
+
+def test_become_with_a_sudo_password(lab, lab_inventory):
+    from fleet.lab.config import LAB_PASSWORD, LAB_PASSWORD_USER
+    target = lab_targets(lab_inventory, user=LAB_PASSWORD_USER, become=True,
+                         become_password=LAB_PASSWORD, connect_timeout=5)[0]
+    session = Session.open(target)
+    try:
+        assert session.call("facts")["ansible_facts"]["user_uid"] == 0
+    finally:
+        session.close()
+    with pytest.raises(ssh.RemoteError, match="refused the become password"):
+        Session.open(replace(target, become_password="wrong"))
+    with pytest.raises(ssh.RemoteError, match="become failed"):
+        Session.open(replace(target, become_password=None))
+
+
+def test_key_from_ssh_agent(lab, lab_inventory, tmp_path):
+    config, _ = lab
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(200):
+            if sock.exists():
+                break
+            time.sleep(0.01)
+        env_sock = {"SSH_AUTH_SOCK": str(sock)}
+        subprocess.run(["ssh-add", str(config.client_key_path)], check=True, capture_output=True,
+                       env=env_sock)
+        old = os.environ.get("SSH_AUTH_SOCK")
+        os.environ["SSH_AUTH_SOCK"] = str(sock)
+        try:
+            result = ping(lab_targets(lab_inventory, key_file=None)[:1])[0]
+        finally:
+            if old is None:
+                os.environ.pop("SSH_AUTH_SOCK")
+            else:
+                os.environ["SSH_AUTH_SOCK"] = old
+        assert result.reachable, result.error
+    finally:
+        agent.terminate()
+        agent.wait(5)
