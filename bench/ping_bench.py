@@ -153,7 +153,11 @@ def write_results(rows, commands, runs):
     lines += ["", "ansible runs with ANSIBLE_PIPELINING=True and ANSIBLE_SSH_ARGS="
               "'-o ControlMaster=auto -o ControlPersist=60s' (its warm-up run opens the masters "
               "the timed runs reuse)."]
-    (HERE / "RESULTS.md").write_text("\n".join(lines) + "\n")
+    results = HERE / "RESULTS.md"
+    old = results.read_text() if results.exists() else ""
+    marker = "\n## fleet lab up"  # lab_bench.py's section stays
+    kept = old[old.index(marker):] if marker in old else ""
+    results.write_text("\n".join(lines) + "\n" + kept)
 
 
 if __name__ == "__main__":

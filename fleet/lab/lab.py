@@ -139,13 +139,15 @@ def _up(config, count, step):
     for i in range(1, count + 1):
         host_keys[i] = _prepare_host_dir(config, i)
 
-    step(f"network: bridge {config.bridge} and {len(missing)} host namespace(s)")
+    if missing:
+        step(f"network: bridge {config.bridge} and {len(missing)} host namespace(s)")
     network.ensure_bridge(config)
     # A dead host may have left its namespace and veth: start those afresh.
     network.remove_hosts(config, missing)
     network.add_hosts(config, missing)
 
-    step(f"starting {len(missing)} sshd host(s), registries and seed images")
+    if missing:
+        step(f"starting {len(missing)} sshd host(s), registries and seed images")
     specs = [_host_spec(config, i, etc_files) for i in missing]
     started = _start_processes(config, specs)
     hosts = dict(running)
