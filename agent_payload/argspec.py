@@ -8,6 +8,8 @@ dicts, or for lists of dicts) and ``no_log`` (the value is a secret: never echoe
 filled, or raises ArgumentError with one line naming the option.
 """
 
+import copy
+
 TRUE_STRINGS = ("yes", "on", "1", "true", "y", "t")
 FALSE_STRINGS = ("no", "off", "0", "false", "n", "f", "")
 
@@ -50,8 +52,10 @@ def _convert(kind, value, name, option):
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
+        text = str(value).strip()
         try:
-            return int(str(value).strip(), 0)
+            # Decimal as Ansible reads it ("010" is 10); hex only when spelled 0x.
+            return int(text, 16) if text.lower().startswith(("0x", "-0x")) else int(text)
         except ValueError:
             raise ArgumentError(f"{name}: {value!r} is not an integer") from None
     if kind == "float":
@@ -105,7 +109,8 @@ def validate(spec, params, prefix=""):
         if result.get(name) is None:
             if option.get("required"):
                 raise ArgumentError(f"missing required parameter {label!r}")
-            result[name] = option.get("default")
+            # A copy: a module that changes its params must not change the spec.
+            result[name] = copy.deepcopy(option.get("default"))
             if result[name] is None:
                 continue
         value = _convert(option.get("type", "str"), result[name], label, option)

@@ -45,12 +45,13 @@ def cgroup_mode(mountinfo="/proc/self/mountinfo", root="/sys/fs/cgroup"):
     return "none"
 
 
-def has_overlayfs(filesystems="/proc/filesystems"):
-    """True when the kernel knows overlayfs (loaded, or shown in /proc/filesystems)."""
+def has_overlayfs(filesystems="/proc/filesystems", sys_module="/sys/module"):
+    """True when the kernel knows overlayfs (listed in /proc/filesystems, or its module
+    is loaded)."""
     for line in read_text(filesystems).splitlines():
         if line.split()[-1:] == ["overlay"]:
             return True
-    return os.path.exists("/sys/module/overlay")
+    return os.path.exists(os.path.join(sys_module, "overlay"))
 
 
 def user_namespaces(proc_sys="/proc/sys"):

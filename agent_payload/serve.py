@@ -113,7 +113,12 @@ class Server:
                 break
             kind, req_id, body = frame
             if kind == protocol.MSG:
-                self._on_msg(req_id, protocol.decode_msg(body))
+                try:
+                    message = protocol.decode_msg(body)
+                except protocol.ProtocolError as exc:
+                    self.send_msg(req_id, {"ev": "error", "msg": str(exc)})
+                    continue
+                self._on_msg(req_id, message)
             else:
                 ctx = self._get(req_id)
                 if ctx is not None:

@@ -29,21 +29,30 @@ def os_release(path="/etc/os-release"):
 
 
 OS_FAMILY = {"debian": "Debian", "ubuntu": "Debian", "rhel": "RedHat", "centos": "RedHat",
-             "fedora": "RedHat", "rocky": "RedHat", "almalinux": "RedHat", "alpine": "Alpine",
-             "arch": "Archlinux", "opensuse": "Suse", "sles": "Suse"}
+             "fedora": "RedHat", "rocky": "RedHat", "almalinux": "RedHat", "ol": "RedHat",
+             "amzn": "RedHat", "alpine": "Alpine", "arch": "Archlinux", "suse": "Suse",
+             "opensuse": "Suse", "opensuse-leap": "Suse", "sles": "Suse", "gentoo": "Gentoo"}
+# Ansible's ansible_distribution for os-release IDs whose NAME says something else.
+DISTRIBUTION = {"rhel": "RedHat", "ol": "OracleLinux", "linuxmint": "Linux Mint",
+                "amzn": "Amazon", "sles": "SLES", "opensuse-leap": "openSUSE Leap",
+                "opensuse-tumbleweed": "openSUSE Tumbleweed", "almalinux": "AlmaLinux",
+                "rocky": "Rocky", "centos": "CentOS", "fedora": "Fedora", "debian": "Debian",
+                "ubuntu": "Ubuntu", "alpine": "Alpine", "arch": "Archlinux"}
 
 
 def distribution_facts(release):
     """Ansible's distribution_* facts from os-release."""
     ident = release.get("ID", "")
     version = release.get("VERSION_ID", "")
+    family = OS_FAMILY.get(ident)
+    for like in release.get("ID_LIKE", "").split():
+        family = family or OS_FAMILY.get(like)
     return {
-        "distribution": release.get("NAME", ident).split()[0] if release else "Linux",
+        "distribution": DISTRIBUTION.get(ident) or release.get("NAME") or "Linux",
         "distribution_version": version,
         "distribution_major_version": version.split(".")[0] if version else "",
         "distribution_release": release.get("VERSION_CODENAME", ""),
-        "os_family": OS_FAMILY.get(ident) or OS_FAMILY.get(
-            release.get("ID_LIKE", "").split(" ")[0], ident.capitalize()),
+        "os_family": family or ident.capitalize(),
     }
 
 
@@ -59,14 +68,43 @@ def memory_facts(meminfo="/proc/meminfo"):
             "swaptotal_mb": values.get("SwapTotal", 0)}
 
 
-def default_route(route_table="/proc/net/route"):
-    """(interface, gateway) of the IPv4 default route, or (None, None)."""
+def _routes(route_table):
+    """[(interface, destination, gateway, mask)] from /proc/net/route, addresses as ints
+    in network order."""
+    routes = []
     for line in probe.read_text(route_table).splitlines()[1:]:
         fields = line.split()
-        if len(fields) > 2 and fields[1] == "00000000":
-            gateway = ".".join(str(octet) for octet in struct.pack("<L", int(fields[2], 16)))
-            return fields[0], gateway
+        if len(fields) > 7:
+            dest, gateway, mask = (struct.unpack(">L", struct.pack("<L", int(f, 16)))[0]
+                                   for f in (fields[1], fields[2], fields[7]))
+            routes.append((fields[0], dest, gateway, mask))
+    return routes
+
+
+def _dotted(number):
+    return ".".join(str(octet) for octet in struct.pack(">L", number))
+
+
+def _number(address):
+    return struct.unpack(">L", bytes(int(part) for part in address.split(".")))[0]
+
+
+def default_route(route_table="/proc/net/route"):
+    """(interface, gateway) of the IPv4 default route, or (None, None)."""
+    for iface, dest, gateway, mask in _routes(route_table):
+        if dest == 0 and mask == 0:
+            return iface, _dotted(gateway)
     return None, None
+
+
+def address_on(iface, addresses, route_table="/proc/net/route"):
+    """The first of ``addresses`` inside a subnet routed directly on ``iface``."""
+    for name, dest, gateway, mask in _routes(route_table):
+        if name == iface and mask and not gateway:
+            for address in addresses:
+                if _number(address) & mask == dest:
+                    return address
+    return None
 
 
 def ipv4_addresses(fib_trie="/proc/net/fib_trie"):
@@ -108,7 +146,7 @@ def gather(payload_info=None):
                        sys.implementation.name, sys.implementation.name)},
         "all_ipv4_addresses": addresses,
         "default_ipv4": {"interface": iface, "gateway": gateway,
-                         "address": addresses[0] if addresses else None} if iface else {},
+                         "address": address_on(iface, addresses)} if iface else {},
         "fleet_cgroup_mode": probe.cgroup_mode(),
         "fleet_overlayfs": probe.has_overlayfs(),
         "fleet_user_namespaces": probe.user_namespaces(),

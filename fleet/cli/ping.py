@@ -11,7 +11,7 @@ from fleet.cli.common import (
     print_json,
     select_hosts,
 )
-from fleet.cli.render import print_table
+from fleet.cli.render import escape, print_table
 
 EXIT_UNREACHABLE = 4
 
@@ -79,6 +79,6 @@ def _render(results):
                          f"{r.rtt_ms:.1f}"))
         else:
             rows.append((r.host, "[red]no[/red]"))
-    notes = [f"[red]{r.host}: {r.error}[/red]" for r in results if not r.reachable]
+    notes = [f"[red]{escape(f'{r.host}: {r.error}')}[/red]" for r in results if not r.reachable]
     print_table(("host", "reachable", "python", "kernel", "cgroup", "overlayfs", "userns",
                  "payload", "rtt ms"), rows, right=("rtt ms",), notes=notes)

@@ -4,7 +4,17 @@
 import re
 import sys
 
-_MARKUP = re.compile(r"\[/?[a-z ]+\]")
+# Only the styles fleet itself writes are markup; anything else in brackets is text.
+_MARKUP = re.compile(r"(?<!\\)\[/?(?:red|green|yellow|bold|dim)\]")
+
+
+def escape(text):
+    """Make ``text`` (a host's error, a path like [host]:2222) safe inside markup."""
+    return str(text).replace("[", "\\[")
+
+
+def _plain(text):
+    return _MARKUP.sub("", str(text)).replace("\\[", "[")
 
 
 def print_table(headers, rows, right=(), notes=()):
@@ -24,7 +34,7 @@ def print_table(headers, rows, right=(), notes=()):
         for note in notes:
             console.print(note, highlight=False)
         return
-    plain = [[_MARKUP.sub("", str(cell)) for cell in row] for row in rows]
+    plain = [[_plain(cell) for cell in row] for row in rows]
     widths = [max([len(h)] + [len(r[i]) for r in plain if i < len(r)])
               for i, h in enumerate(headers)]
     for row in [list(headers)] + plain:
@@ -34,4 +44,4 @@ def print_table(headers, rows, right=(), notes=()):
             cells.append(align(cell, widths[i]))
         sys.stdout.write("  ".join(cells).rstrip() + "\n")
     for note in notes:
-        sys.stdout.write(_MARKUP.sub("", note) + "\n")
+        sys.stdout.write(_plain(note) + "\n")

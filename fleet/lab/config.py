@@ -61,7 +61,8 @@ class LabConfig:
 
     @property
     def max_hosts(self):
-        return self.network.num_addresses - FIRST_HOST_OFFSET - 1
+        # Two-digit host names keep PREFIX-labNN within an interface name's 15 characters.
+        return max(0, min(99, self.network.num_addresses - FIRST_HOST_OFFSET - 1))
 
     def host_name(self, index):
         """Inventory name and hostname of the index-th host (1-based): lab01, lab02, …"""

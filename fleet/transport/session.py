@@ -217,7 +217,9 @@ class Session:
 def _handshake(channel, target, payload):
     """Answer the bootstrap (sudo password, payload upload) and return the hello message."""
     if target.become and target.become_password:
-        _answer_sudo(channel, target)
+        early_stderr = _answer_sudo(channel, target)
+    else:
+        early_stderr = b""
     read = channel.recv
     head = protocol.read_exact(read, protocol.HEADER.size)
     if head is not None and head == NEED_MARKER[:protocol.HEADER.size]:
@@ -227,7 +229,7 @@ def _handshake(channel, target, payload):
         channel.sendall(payload.upload_frame())
         head = protocol.read_exact(read, protocol.HEADER.size)
     if head is None:
-        raise _startup_failure(channel, target)
+        raise _startup_failure(channel, target, early_stderr)
     length, kind, _ = protocol.HEADER.unpack(head)
     body = protocol.read_exact(read, length) if length else b""
     if kind != protocol.MSG or body is None:
@@ -240,14 +242,18 @@ def _handshake(channel, target, payload):
 
 
 def _answer_sudo(channel, target):
-    """Answer sudo's password prompt, if it shows one; raise RemoteError when sudo refuses."""
+    """Answer sudo's password prompt, if it shows one; raise RemoteError when sudo refuses.
+
+    Returns what sudo wrote after its prompt, for the failure message should the payload
+    not start."""
     prompt = SUDO_PROMPT.encode()
     seen = b""
     answered = False
     deadline = time.monotonic() + target.connect_timeout
     while time.monotonic() < deadline:
         if channel.recv_ready() or channel.exit_status_ready():
-            return  # the payload (or its failure) speaks: sudo is past its prompt
+            # The payload (or its failure) speaks: sudo is past its prompt.
+            return seen.rsplit(prompt, 1)[-1]
         if channel.recv_stderr_ready():
             seen += channel.recv_stderr(4096)
             if seen.count(prompt) > int(answered):
@@ -262,15 +268,16 @@ def _answer_sudo(channel, target):
                           f"{target.connect_timeout:g}s")
 
 
-def _startup_failure(channel, target):
+def _startup_failure(channel, target, early_stderr=b""):
     """Explain why the payload's channel ended before its hello, in one line."""
     status = channel.recv_exit_status()
-    err = b""
+    err = early_stderr
     while channel.recv_stderr_ready():
         err += channel.recv_stderr(65536)
     text = err.decode(errors="replace").strip()
     last = text.splitlines()[-1] if text else ""
-    if status == 127 or "not found" in last or "No such file" in last:
+    if status == 127 or (("not found" in last or "No such file" in last)
+                         and target.python in last):
         return ssh.RemoteError(f"python not found on {target.name}: {target.python} "
                                "(set ansible_python_interpreter)")
     if "sudo" in text and ("password" in text or "not in the sudoers" in text):

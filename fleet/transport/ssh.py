@@ -73,8 +73,9 @@ def known_hosts_from_common_args(args):
             option = word[2:]
         else:
             continue
-        key, _, value = option.partition("=")
-        if key.strip().lower() == "userknownhostsfile" and value:
+        # ssh accepts "Key=value" and "Key value" alike.
+        key, _, value = option.partition("=") if "=" in option else option.partition(" ")
+        if key.strip().lower() == "userknownhostsfile" and value.strip():
             return value.split()[0]
     return None
 

@@ -82,8 +82,6 @@ def test_bad_value_names_the_option(kind, given, message):
     assert "\n" not in str(info.value)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: int('010', 0) rejects leading zeros; "
-                   "Ansible's int type accepts '010' as 10")
 def test_int_with_leading_zero_is_decimal_as_in_ansible():
     assert argspec.validate({"n": {"type": "int"}}, {"n": "010"}) == {"n": 10}
 
@@ -234,8 +232,6 @@ def test_validate_does_not_change_the_callers_params():
     assert params == {"n": "web", "count": "2"}
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a list/dict default is returned as the spec's "
-                   "own object, so a module that changes its params changes the spec")
 def test_mutable_default_is_not_shared_with_the_spec():
     spec = {"tags": {"type": "list", "default": ["a"]}, "labels": {"type": "dict", "default": {}}}
     first = argspec.validate(spec, {})

@@ -1,0 +1,198 @@
+"""fleet.transport: known_hosts options, strict host keys, Target, run_parallel."""
+
+import threading
+import time
+
+import paramiko
+import pytest
+
+from fleet.transport import pool, ssh
+from fleet.transport.ssh import HostKeyError, Target, TransportError
+
+
+@pytest.mark.parametrize("args, expected", [
+    ("-o UserKnownHostsFile=/lab/known_hosts", "/lab/known_hosts"),
+    ("-oUserKnownHostsFile=/lab/known_hosts", "/lab/known_hosts"),
+    ("-o StrictHostKeyChecking=yes -o UserKnownHostsFile=/a/kh", "/a/kh"),
+    ("-o userknownhostsfile=/a/kh", "/a/kh"),
+    ("-o 'UserKnownHostsFile=/with space/kh'", "/with"),  # ssh's own split: first file
+    ("-o 'UserKnownHostsFile=/a/kh /b/kh'", "/a/kh"),
+    ("-C -o ProxyJump=bastion -o UserKnownHostsFile=~/kh", "~/kh"),
+    ("-o StrictHostKeyChecking=no", None),
+    ("-o UserKnownHostsFile=", None),
+    ("-o", None),
+    ("", None),
+    (None, None),
+])
+def test_known_hosts_from_common_args(args, expected):
+    assert ssh.known_hosts_from_common_args(args) == expected
+
+
+def test_known_hosts_option_with_a_space_separator():
+    assert ssh.known_hosts_from_common_args("-o 'UserKnownHostsFile /lab/kh'") == "/lab/kh"
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Fail the test if anything tries to open a TCP connection."""
+    opened = []
+
+    def refuse(*args, **kwargs):
+        opened.append(args)
+        raise AssertionError(f"a connection was opened: {args}")
+
+    monkeypatch.setattr(ssh.socket, "create_connection", refuse)
+    return opened
+
+
+@pytest.mark.parametrize("port, name", [(22, "127.0.0.1"), (2222, "[127.0.0.1]:2222")])
+def test_connect_with_empty_known_hosts_never_connects(tmp_path, no_network, port, name):
+    known = tmp_path / "known_hosts"
+    known.write_text("")
+    target = Target(name="web1", host="127.0.0.1", port=port, known_hosts=str(known))
+    with pytest.raises(HostKeyError) as info:
+        ssh.connect(target)
+    message = str(info.value)
+    assert message == (f"host key for {name} not found in {known} "
+                       "(strict host key checking)")
+    assert info.value.unreachable is True
+    assert no_network == []
+
+
+def test_connect_with_a_missing_known_hosts_file(tmp_path, no_network):
+    target = Target(name="w", host="10.0.0.9", known_hosts=str(tmp_path / "absent"))
+    with pytest.raises(HostKeyError, match="not found in .*absent"):
+        ssh.connect(target)
+
+
+def test_known_hosts_of_another_host_do_not_count(tmp_path, no_network):
+    key = paramiko.ECDSAKey.generate()
+    known = tmp_path / "known_hosts"
+    known.write_text(f"10.0.0.1 {key.get_name()} {key.get_base64()}\n")
+    target = Target(name="w", host="10.0.0.2", known_hosts=str(known))
+    with pytest.raises(HostKeyError, match="host key for 10.0.0.2 not found"):
+        ssh.connect(target)
+
+
+def test_unreadable_known_hosts_is_a_host_key_error(tmp_path, no_network):
+    with pytest.raises(HostKeyError, match="cannot read known_hosts"):
+        ssh.known_hosts(str(tmp_path))  # a directory
+
+
+def test_known_host_but_closed_port_is_unreachable(tmp_path):
+    import socket
+    key = paramiko.ECDSAKey.generate()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    known = tmp_path / "known_hosts"
+    known.write_text(f"[127.0.0.1]:{port} {key.get_name()} {key.get_base64()}\n")
+    target = Target(name="w", host="127.0.0.1", port=port, known_hosts=str(known),
+                    connect_timeout=2)
+    with pytest.raises(TransportError, match=f"unreachable: connect to 127.0.0.1:{port}"):
+        ssh.connect(target)
+
+
+def test_changed_host_key_message():
+    known_key = paramiko.ECDSAKey.generate()
+    server_key = paramiko.ECDSAKey.generate()
+    keys = paramiko.HostKeys()
+    keys.add("[10.0.0.5]:2200", known_key.get_name(), known_key)
+    expected = keys.lookup("[10.0.0.5]:2200")
+    target = Target(name="w", host="10.0.0.5", port=2200)
+    ssh._verify_host_key(known_key, expected, target, "/kh")  # the same key passes
+    with pytest.raises(HostKeyError) as info:
+        ssh._verify_host_key(server_key, expected, target, "/kh")
+    message = str(info.value)
+    assert message.startswith("host key for [10.0.0.5]:2200 changed: server sent "
+                              f"{server_key.get_name()} {ssh.fingerprint(server_key)}")
+    assert f"/kh has {known_key.get_name()} {ssh.fingerprint(known_key)}" in message
+    assert "man-in-the-middle" in message
+
+
+def test_fingerprint_format():
+    key = paramiko.ECDSAKey.generate()
+    fp = ssh.fingerprint(key)
+    assert fp.startswith("SHA256:") and not fp.endswith("=") and len(fp) == 7 + 43
+
+
+def test_missing_private_key_is_an_auth_error(tmp_path):
+    with pytest.raises(ssh.AuthError, match="private key file .* does not exist"):
+        ssh.private_key(str(tmp_path / "no_key"))
+
+
+def test_target_repr_never_shows_the_become_password():
+    target = Target(name="db1", host="10.0.0.7", port=2222, user="deploy",
+                    become=True, become_password="hunter2-secret")
+    assert repr(target) == "Target(deploy@10.0.0.7:2222)"
+    assert "hunter2" not in str(target)
+    assert "hunter2" not in f"{target!r} {[target]} {({'t': target})}"
+
+
+def test_target_user_default(monkeypatch):
+    monkeypatch.setenv("USER", "alice")
+    assert Target(name="a", host="h").user_or_default == "alice"
+    monkeypatch.delenv("USER")
+    assert Target(name="a", host="h").user_or_default == "root"
+    assert Target(name="a", host="h", user="bob").user_or_default == "bob"
+
+
+def test_run_parallel_returns_results_in_item_order():
+    delays = {"a": 0.06, "b": 0.0, "c": 0.03, "d": 0.01}
+    done = []
+    caller = threading.get_ident()
+
+    def fn(item):
+        time.sleep(delays[item])
+        return item.upper()
+
+    def on_done(item, value, error):
+        assert threading.get_ident() == caller
+        done.append((item, value, error))
+
+    results = pool.run_parallel(list(delays), fn, forks=4, on_done=on_done)
+    assert list(results) == ["a", "b", "c", "d"]
+    assert results == {k: (k.upper(), None) for k in delays}
+    assert sorted(done) == [(k, k.upper(), None) for k in sorted(delays)]
+    order = [item for item, _, _ in done]
+    assert order.index("b") < order.index("a")  # on_done follows completion, not item order
+
+
+def test_run_parallel_captures_exceptions_per_item():
+    def fn(n):
+        if n % 2:
+            raise ValueError(f"odd {n}")
+        return n * 10
+
+    seen = []
+    results = pool.run_parallel([1, 2, 3, 4], fn, forks=2,
+                                on_done=lambda item, value, error: seen.append(item))
+    assert [results[n][0] for n in (2, 4)] == [20, 40]
+    for n in (1, 3):
+        value, error = results[n]
+        assert value is None and isinstance(error, ValueError) and str(error) == f"odd {n}"
+    assert sorted(seen) == [1, 2, 3, 4]
+
+
+def test_run_parallel_limits_concurrency():
+    running = []
+    peak = []
+    lock = threading.Lock()
+
+    def fn(item):
+        with lock:
+            running.append(item)
+            peak.append(len(running))
+        time.sleep(0.01)
+        with lock:
+            running.remove(item)
+        return item
+
+    results = pool.run_parallel(list(range(8)), fn, forks=2)
+    assert list(results) == list(range(8))
+    assert max(peak) <= 2
+
+
+def test_run_parallel_empty_and_forks_floor():
+    assert pool.run_parallel([], lambda x: x, forks=4) == {}
+    assert pool.run_parallel(["x"], lambda x: x * 2, forks=0) == {"x": ("xx", None)}
