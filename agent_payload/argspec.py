@@ -11,7 +11,7 @@ filled, or raises ArgumentError with one line naming the option.
 import copy
 
 TRUE_STRINGS = ("yes", "on", "1", "true", "y", "t")
-FALSE_STRINGS = ("no", "off", "0", "false", "n", "f", "")
+FALSE_STRINGS = ("no", "off", "0", "false", "n", "f")
 
 
 class ArgumentError(ValueError):
