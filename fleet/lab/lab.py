@@ -19,6 +19,7 @@ __all__ = ["LabError", "LabHost", "LabState", "down", "load_state", "status", "u
 
 REQUIRED_TOOLS = {"ip": "iproute2", "/usr/sbin/sshd": "openssh-server", "sudo": "sudo",
                   "docker-registry": "docker-registry", "skopeo": "skopeo"}
+# Mount points the hosts need on the machine's filesystem (each host mounts its own there).
 MACHINE_MOUNT_POINTS = ("/var/lib/fleet",)
 
 
@@ -68,7 +69,7 @@ def _up(config, count, step):
     running = {h.index: h for h in state.hosts if h.alive and h.index <= count}
     missing = [i for i in range(1, count + 1) if i not in running]
 
-    _prepare_dirs(config, state)
+    _prepare_dirs(config)
     client_public = keys.ensure_ed25519_key(config.client_key_path)
     config.authorized_keys_path.write_text(client_public + "\n")
     etc_files = hostfiles.write_etc(config)
@@ -134,11 +135,8 @@ def _down(config, step):
     step("stopping registries")
     registries.stop_registries(config.state_dir)
     network.remove_bridge(config)
-    for point in state.created_mount_points:
-        try:
-            os.rmdir(point)
-        except OSError:
-            pass
+    # /var/lib/fleet stays: removing a directory another lab's hosts have mounted over
+    # would detach their mounts (Linux allows rmdir of mount points in other namespaces).
     if config.state_dir.exists():
         shutil.rmtree(config.state_dir)
     return [h.name for h in state.hosts]
@@ -153,13 +151,10 @@ def status(config):
     return state
 
 
-def _prepare_dirs(config, state):
+def _prepare_dirs(config):
     config.state_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(config.state_dir, 0o755)
     (config.state_dir / "hosts").mkdir(exist_ok=True)
     config.homes.mkdir(exist_ok=True)
     for point in MACHINE_MOUNT_POINTS:
-        if not os.path.isdir(point):
-            os.makedirs(point, 0o700)
-            if point not in state.created_mount_points:
-                state.created_mount_points.append(point)
+        os.makedirs(point, 0o700, exist_ok=True)

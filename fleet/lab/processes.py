@@ -85,6 +85,7 @@ def run_keeper(config, specs):
 
 
 def wait_for_sshd(hosts, timeout=10.0):
+    """Return once every host's sshd sends its banner; raise LabError after ``timeout``."""
     deadline = time.monotonic() + timeout
     for host in hosts:
         while True:
@@ -101,6 +102,7 @@ def wait_for_sshd(hosts, timeout=10.0):
 
 
 def stop_hosts(config, hosts):
+    """Kill the hosts' process trees, then remove their cgroups, namespaces and files."""
     victims = [h for h in hosts if is_our_sshd(h.pid, config, h.index)]
     for host in victims:
         # SIGKILL to a PID namespace's init ends every process in that namespace.
@@ -132,6 +134,7 @@ def kill_strays(config):
 
 
 def leftover_indexes(config):
+    """Indexes of this lab's network namespaces that still exist (after a crashed up)."""
     indexes = []
     for name in os.listdir("/run/netns") if os.path.isdir("/run/netns") else ():
         prefix = config.netns(1)[:-2]

@@ -23,7 +23,6 @@ class LabHost:
 class LabState:
     hosts: list = field(default_factory=list)
     registries: list = field(default_factory=list)
-    created_mount_points: list = field(default_factory=list)
     inventory: str = ""
     known_hosts: str = ""
     client_key: str = ""

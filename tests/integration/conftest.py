@@ -2,7 +2,7 @@
 
 The test lab has its own state directory, subnet and object prefix, so it never
 touches a lab the developer has up. Every integration test runs on one xdist worker
-(group "lab"), so only that worker pays for the lab.
+(group "lab", see LAB_MARKS), so only that worker pays for the lab.
 """
 
 import os
@@ -19,13 +19,9 @@ TEST_LAB = LabConfig(Path("/var/lib/fleet-lab-test"), "10.231.7.0/24", "fleetlab
 NEEDED = ("ip", "/usr/sbin/sshd", "sudo", "docker-registry", "skopeo")
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
-def pytest_collection_modifyitems(config, items):
-    here = Path(__file__).parent
-    for item in items:
-        if here in Path(item.fspath).parents:
-            item.add_marker(pytest.mark.integration)
-            item.add_marker(pytest.mark.xdist_group("lab"))
+# Every integration module sets ``pytestmark = LAB_MARKS``: marks added later, from a
+# collection hook, do not reliably reach xdist's grouping.
+LAB_MARKS = [pytest.mark.integration, pytest.mark.xdist_group("lab")]
 
 
 def _missing():

@@ -8,8 +8,10 @@ from pathlib import Path
 from fleet.lab import hostns
 from fleet.lab import lab as lab_lib
 from fleet.lab.config import LAB_USER, LabConfig
-from tests.integration.conftest import leftovers
+from tests.integration.conftest import LAB_MARKS, leftovers
 from tests.integration.helpers import ssh_run
+
+pytestmark = LAB_MARKS
 
 
 def test_hosts_have_their_own_hostname_pids_and_private_dirs(lab):

@@ -18,7 +18,10 @@ from fleet.ping import ping
 from fleet.transport import ssh
 from fleet.transport.payload import Payload, build_zip
 from fleet.transport.session import Session
+from tests.integration.conftest import LAB_MARKS
 from tests.integration.helpers import lab_targets, ssh_run
+
+pytestmark = LAB_MARKS
 
 
 def fleet_cli(*args):
