@@ -34,7 +34,7 @@ from fleet.lab import seed_images as si
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.xdist_group("lab"),  # shares CPU-heavy work with the lab's worker, not the unit tests
+    pytest.mark.xdist_group("lab"),  # on the lab worker, away from the unit tests
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
     pytest.mark.skipif(shutil.which("docker-registry") is None, reason="needs docker-registry"),
     pytest.mark.skipif(shutil.which("skopeo") is None, reason="needs skopeo"),
