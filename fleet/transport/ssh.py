@@ -132,9 +132,6 @@ def connect(target):
     where = f"{target.host}:{target.port}"
     known_path = os.path.expanduser(target.known_hosts or DEFAULT_KNOWN_HOSTS)
     expected = known_hosts(known_path).lookup(_host_key_name(target))
-    if not expected:
-        raise HostKeyError(f"host key for {_host_key_name(target)} not found in {known_path} "
-                           "(strict host key checking)")
     try:
         sock = socket.create_connection((target.host, target.port), target.connect_timeout)
     except socket.timeout:
@@ -142,6 +139,10 @@ def connect(target):
                              f"{target.connect_timeout:g}s") from None
     except OSError as exc:
         raise TransportError(f"unreachable: connect to {where}: {exc.strerror or exc}") from None
+    if not expected:  # checked once the host answers, so a dead host reads as unreachable
+        sock.close()
+        raise HostKeyError(f"host key for {_host_key_name(target)} not found in {known_path} "
+                           "(strict host key checking)")
     transport = paramiko.Transport(sock)
     try:
         transport.banner_timeout = target.connect_timeout

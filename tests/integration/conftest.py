@@ -1,10 +1,14 @@
-"""The shared lab for integration tests: one per test session, torn down at its end.
+"""The shared lab for integration tests: one per test run, torn down at its end.
 
 The test lab has its own state directory, subnet and object prefix, so it never
-touches a lab the developer has up. Every integration test runs on one xdist worker
-(group "lab", see LAB_MARKS), so only that worker pays for the lab.
+touches a lab the developer has up. Integration modules ask xdist to keep them on one
+worker (LAB_MARKS), but the fixture does not rely on it: every worker that needs the
+lab registers under a lock, and the last one to leave takes the lab down. So the tests
+themselves must not assume they are alone on a lab host.
 """
 
+import contextlib
+import fcntl
 import os
 import shutil
 import subprocess
@@ -56,16 +60,41 @@ def leftovers(config):
     return found
 
 
+USERS = Path(f"/run/lock/{TEST_LAB.prefix}.users")
+
+
+@contextlib.contextmanager
+def _users():
+    """The PIDs of test processes using the test lab, under an exclusive lock."""
+    fd = os.open(f"{USERS}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        pids = {int(p) for p in USERS.read_text().split()} if USERS.exists() else set()
+        pids = {p for p in pids if os.path.exists(f"/proc/{p}")}  # a crashed run left
+        yield pids
+        if pids:
+            USERS.write_text(" ".join(map(str, sorted(pids))))
+        elif USERS.exists():
+            USERS.unlink()
+    finally:
+        os.close(fd)
+
+
 @pytest.fixture(scope="session")
 def lab():
     """The test lab with 3 hosts: (LabConfig, LabState)."""
     reason = _missing()
     if reason:
         pytest.skip(reason)
-    state = lab_lib.up(TEST_LAB, 3)
+    with _users() as pids:
+        state = lab_lib.up(TEST_LAB, 3)
+        pids.add(os.getpid())
     yield TEST_LAB, state
-    lab_lib.down(TEST_LAB)
-    assert leftovers(TEST_LAB) == []
+    with _users() as pids:
+        pids.discard(os.getpid())
+        if not pids:
+            lab_lib.down(TEST_LAB)
+            assert leftovers(TEST_LAB) == []
 
 
 @pytest.fixture(scope="session")

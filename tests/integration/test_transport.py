@@ -19,7 +19,7 @@ from fleet.transport import ssh
 from fleet.transport.payload import Payload, build_zip
 from fleet.transport.session import Session
 from tests.integration.conftest import LAB_MARKS
-from tests.integration.helpers import lab_targets, ssh_run
+from tests.integration.helpers import lab_targets
 
 pytestmark = LAB_MARKS
 
@@ -28,19 +28,43 @@ def fleet_cli(*args):
     return subprocess.run([sys.executable, "-m", "fleet", *args], capture_output=True, text=True)
 
 
-def test_ping_uploads_once_then_uses_the_cache(lab, lab_inventory):
-    config, state = lab
-    for host in state.hosts:
-        ssh_run(config, host.address, "rm -rf /root/.cache/fleet")
+def variant_payload(tmp_path, tag):
+    """A payload with the same code and a content hash of its own (unique per test run)."""
+    source = tmp_path / "agent_payload"
+    shutil.copytree(Path(agent_payload.__file__).parent, source,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    ping_module = source / "modules" / "ping.py"
+    ping_module.write_text(ping_module.read_text() + f"\n# fleet test variant {tag}\n")
+    data = build_zip(source)
+    return Payload(data, hashlib.sha256(data).hexdigest()[:16])
+
+
+def test_ping_reports_every_host(lab, lab_inventory):
+    _, state = lab
     first = fleet_cli("ping", "-i", lab_inventory, "-o", "json")
     assert first.returncode == 0, first.stderr
     hosts = json.loads(first.stdout)["hosts"]
-    assert [h["payload"] for h in hosts] == ["uploaded"] * len(state.hosts)
+    assert [h["host"] for h in hosts] == [h.name for h in state.hosts]
     assert all(h["reachable"] and h["cgroup"] in ("v1", "v2", "hybrid") for h in hosts)
+    # Whatever the first run did, the payload is now on every host.
     second = json.loads(fleet_cli("ping", "-i", lab_inventory, "-o", "json").stdout)["hosts"]
     assert [h["payload"] for h in second] == ["cached"] * len(state.hosts)
     text = fleet_cli("ping", "-i", lab_inventory)
-    assert text.returncode == 0 and "cached" in text.stdout
+    assert text.returncode == 0 and "cached" in text.stdout and "lab01" in text.stdout
+
+
+def test_payload_is_uploaded_once_per_version(lab, lab_inventory, tmp_path):
+    variant = variant_payload(tmp_path, f"{os.getpid()}-{time.time()}")
+    targets = lab_targets(lab_inventory)
+    first = [Session.open(t, variant) for t in targets]
+    second = [Session.open(t, variant) for t in targets]
+    try:
+        assert [s.cache_state for s in first] == ["uploaded"] * len(targets)
+        assert [s.cache_state for s in second] == ["cached"] * len(targets)
+        assert all(s.call("ping")["ping"] == "pong" for s in first + second)
+    finally:
+        for session in first + second:
+            session.close()
 
 
 def test_changed_host_key_fails_only_that_host(lab, lab_inventory, tmp_path):
@@ -111,23 +135,9 @@ def test_one_session_serves_many_requests_in_flight(lab, lab_inventory):
         session.close()
 
 
-def test_new_payload_version_is_uploaded(lab, lab_inventory, tmp_path):
-    """A changed payload (new hash) is shipped again; the old one stays usable."""
-    source = tmp_path / "agent_payload"
-    shutil.copytree(Path(agent_payload.__file__).parent, source,
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    (source / "modules" / "ping.py").write_text(
-        (source / "modules" / "ping.py").read_text() + "\n# fleet test variant\n")
-    data = build_zip(source)
-    variant = Payload(data, hashlib.sha256(data).hexdigest()[:16])
+def test_closed_port_is_unreachable(lab, lab_inventory):
     target = lab_targets(lab_inventory)[2]
-    session = Session.open(target, variant)
-    try:
-        assert session.cache_state == "uploaded"
-        assert session.call("ping")["ping"] == "pong"
-    finally:
-        session.close()
-    with pytest.raises(ssh.TransportError):
+    with pytest.raises(ssh.TransportError, match="unreachable"):
         Session.open(replace(target, port=1))
 
 

@@ -195,8 +195,7 @@ def test_ping_json_unreachable_exits_4(run, unreachable_inventory):
     assert len(data["hosts"]) == 1
     host = data["hosts"][0]
     assert host["host"] == "local" and host["reachable"] is False
-    assert host["error"] == (f"host key for [127.0.0.1]:{port} not found in {known} "
-                             "(strict host key checking)")
+    assert host["error"] == f"unreachable: connect to 127.0.0.1:{port}: Connection refused"
 
 
 def test_ping_text_unreachable_exits_4(run, unreachable_inventory):
@@ -207,7 +206,7 @@ def test_ping_text_unreachable_exits_4(run, unreachable_inventory):
     assert lines[0].split() == ["host", "reachable", "python", "kernel", "cgroup", "overlayfs",
                                 "userns", "payload", "rtt", "ms"]
     assert lines[1].split() == ["local", "no"]
-    assert lines[2].startswith(f"local: host key for [127.0.0.1]:{port} not found")
+    assert lines[2].startswith(f"local: unreachable: connect to 127.0.0.1:{port}")
     assert "[red]" not in result.stdout  # markup stripped off a terminal
 
 
@@ -259,14 +258,19 @@ def test_lab_up_rejects_zero_hosts(run):
 
 
 def test_ping_text_keeps_bracketed_host_names(run, tmp_path):
+    import socket
     known = tmp_path / "known_hosts"
     known.write_text("")
-    path = tmp_path / "named.ini"
-    path.write_text(f"local ansible_host=localhost ansible_port=2200 "
-                    f"ansible_ssh_known_hosts_file={known}\n")
-    result = run("ping", "-i", str(path))
+    with socket.socket() as listener:  # answers the TCP connect; the host key is unknown
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        path = tmp_path / "named.ini"
+        path.write_text(f"local ansible_host=localhost ansible_port={port} "
+                        f"ansible_ssh_known_hosts_file={known}\n")
+        result = run("ping", "-i", str(path))
     assert result.exit_code == 4
-    assert "host key for [localhost]:2200 not found" in result.stdout
+    assert f"host key for [localhost]:{port} not found" in result.stdout
 
 
 def test_plain_table_layout(capsys):

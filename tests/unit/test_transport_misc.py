@@ -32,21 +32,33 @@ def test_known_hosts_option_with_a_space_separator():
     assert ssh.known_hosts_from_common_args("-o 'UserKnownHostsFile /lab/kh'") == "/lab/kh"
 
 
+class FakeSocket:
+    closed = False
+
+    def close(self):
+        self.closed = True
+
+
 @pytest.fixture
-def no_network(monkeypatch):
-    """Fail the test if anything tries to open a TCP connection."""
-    opened = []
+def no_ssh(monkeypatch):
+    """A TCP connect that succeeds without a network, and no SSH handshake allowed:
+    an unknown host key must be refused after the host answers, before any SSH."""
+    sockets = []
 
-    def refuse(*args, **kwargs):
-        opened.append(args)
-        raise AssertionError(f"a connection was opened: {args}")
+    def connect(*args, **kwargs):
+        sockets.append(FakeSocket())
+        return sockets[-1]
 
-    monkeypatch.setattr(ssh.socket, "create_connection", refuse)
-    return opened
+    def no_transport(*args, **kwargs):
+        raise AssertionError("an SSH handshake was started")
+
+    monkeypatch.setattr(ssh.socket, "create_connection", connect)
+    monkeypatch.setattr(ssh.paramiko, "Transport", no_transport)
+    return sockets
 
 
 @pytest.mark.parametrize("port, name", [(22, "127.0.0.1"), (2222, "[127.0.0.1]:2222")])
-def test_connect_with_empty_known_hosts_never_connects(tmp_path, no_network, port, name):
+def test_connect_with_empty_known_hosts_refuses_before_ssh(tmp_path, no_ssh, port, name):
     known = tmp_path / "known_hosts"
     known.write_text("")
     target = Target(name="web1", host="127.0.0.1", port=port, known_hosts=str(known))
@@ -56,16 +68,16 @@ def test_connect_with_empty_known_hosts_never_connects(tmp_path, no_network, por
     assert message == (f"host key for {name} not found in {known} "
                        "(strict host key checking)")
     assert info.value.unreachable is True
-    assert no_network == []
+    assert [s.closed for s in no_ssh] == [True]
 
 
-def test_connect_with_a_missing_known_hosts_file(tmp_path, no_network):
+def test_connect_with_a_missing_known_hosts_file(tmp_path, no_ssh):
     target = Target(name="w", host="10.0.0.9", known_hosts=str(tmp_path / "absent"))
     with pytest.raises(HostKeyError, match="not found in .*absent"):
         ssh.connect(target)
 
 
-def test_known_hosts_of_another_host_do_not_count(tmp_path, no_network):
+def test_known_hosts_of_another_host_do_not_count(tmp_path, no_ssh):
     key = paramiko.ECDSAKey.generate()
     known = tmp_path / "known_hosts"
     known.write_text(f"10.0.0.1 {key.get_name()} {key.get_base64()}\n")
@@ -74,7 +86,7 @@ def test_known_hosts_of_another_host_do_not_count(tmp_path, no_network):
         ssh.connect(target)
 
 
-def test_unreadable_known_hosts_is_a_host_key_error(tmp_path, no_network):
+def test_unreadable_known_hosts_is_a_host_key_error(tmp_path):
     with pytest.raises(HostKeyError, match="cannot read known_hosts"):
         ssh.known_hosts(str(tmp_path))  # a directory
 
