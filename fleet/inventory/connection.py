@@ -27,6 +27,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
+from agent_payload.argspec import to_bool  # one truthiness, as modules use it
+
 from .errors import InventoryError
 
 __all__ = ["ConnectionVars", "connection_vars", "to_bool", "VARIABLES"]
@@ -53,8 +55,6 @@ VARIABLES: Dict[str, Tuple[str, ...]] = {
 }
 
 # Ansible's spellings of booleans (compared after str().strip().lower()).
-_TRUE = frozenset(("y", "yes", "on", "1", "true", "t"))
-_FALSE = frozenset(("n", "no", "off", "0", "false", "f"))
 
 
 @dataclass(frozen=True)
@@ -71,21 +71,6 @@ class ConnectionVars:
     become_user: str = "root"
     become_password: Optional[str] = None
     known_hosts_file: Optional[str] = None
-
-
-def to_bool(value: Any) -> bool:
-    """Ansible's truthiness: True/False, 1/0, and yes/no, on/off, true/false, y/n, t/f, 1/0."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, (int, float)) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str):
-        text = value.strip().lower()
-        if text in _TRUE:
-            return True
-        if text in _FALSE:
-            return False
-    raise ValueError(f"{value!r} is not a valid boolean")
 
 
 def _problem(host: str, var: str, expected: str, value: Any) -> InventoryError:
