@@ -17,7 +17,7 @@ import threading
 from agent_payload import argspec, protocol
 
 # Modules the controller may call; nothing else under agent_payload is importable by name.
-MODULE_NAMES = ("facts", "ping")
+MODULE_NAMES = ("facts", "ping", "command", "shell", "file", "copy")
 
 
 class Cancelled(Exception):

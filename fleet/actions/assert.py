@@ -1,0 +1,15 @@
+"""assert: fail the host unless every condition in ``that`` holds.
+
+Options:
+  that: a condition or list of conditions (Jinja expressions without braces).
+  fail_msg (alias msg): the message when a condition fails.
+  success_msg: the message when all hold.
+  quiet: say less on success.
+"""
+
+ARGUMENT_SPEC = {
+    "that": {"type": "list", "required": True},
+    "fail_msg": {"type": "raw", "aliases": ["msg"]},
+    "success_msg": {"type": "raw"},
+    "quiet": {"type": "bool", "default": False},
+}
