@@ -2,7 +2,7 @@
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 
@@ -34,7 +34,9 @@ def load_state(config):
         raw = json.loads(config.state_file.read_text())
     except (FileNotFoundError, ValueError):
         return LabState()
-    state = LabState(**{k: v for k, v in raw.items() if k != "hosts"})
+    # Keys this version does not know (a lab written by another version) are ignored.
+    known = {f.name for f in fields(LabState)} - {"hosts"}
+    state = LabState(**{k: v for k, v in raw.items() if k in known})
     state.hosts = [LabHost(**h) for h in raw.get("hosts", [])]
     for host in state.hosts:
         host.alive = is_our_sshd(host.pid, config, host.index)
