@@ -13,3 +13,14 @@ ARGUMENT_SPEC = {
     "success_msg": {"type": "raw"},
     "quiet": {"type": "bool", "default": False},
 }
+
+
+def run(args, actx):
+    """Evaluate every condition; fail on the first false one."""
+    from fleet import templating
+    for condition in args["that"]:
+        if not templating.evaluate_condition(condition, actx.variables):
+            return {"failed": True, "changed": False, "assertion": condition,
+                    "evaluated_to": False,
+                    "msg": args.get("fail_msg") or "Assertion failed"}
+    return {"changed": False, "msg": args.get("success_msg") or "All assertions passed"}

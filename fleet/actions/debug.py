@@ -11,3 +11,19 @@ ARGUMENT_SPEC = {
     "var": {"type": "str"},
     "verbosity": {"type": "int", "default": 0},
 }
+
+
+def run(args, actx):
+    """Show ``msg`` or ``var``; skipped below its verbosity."""
+    from fleet import templating
+    if args.get("verbosity", 0) > actx.run.options.verbosity:
+        return {"skipped": True, "skipped_reason": "verbosity threshold not met"}
+    if args.get("var"):
+        name = args["var"]
+        try:
+            value = templating.render("{{ " + name + " }}", actx.variables)
+        except templating.TemplateError:
+            value = "VARIABLE IS NOT DEFINED!"
+        return {"changed": False, name: value}
+    msg = args.get("msg")
+    return {"changed": False, "msg": "Hello world!" if msg is None else msg}

@@ -8,6 +8,8 @@ Options:
   force: replace a different existing file (default yes).
 """
 
+import os
+
 ARGUMENT_SPEC = {
     "src": {"type": "path", "required": True},
     "dest": {"type": "path", "required": True},
@@ -16,3 +18,18 @@ ARGUMENT_SPEC = {
     "group": {"type": "str"},
     "force": {"type": "bool", "default": True},
 }
+
+
+def run(args, actx):
+    """Render ``src`` with the host's variables, then ship it with the copy module."""
+    from fleet import templating
+    from fleet.executor.content import Content
+    from fleet.executor.taskrun import find_file
+    path = find_file(actx.run, args["src"], "templates")
+    with open(path, encoding="utf-8") as handle:
+        text = templating.render_text(handle.read(), actx.variables, source=path)
+    content = Content(data=text.encode())
+    params = {k: v for k, v in args.items() if k != "src" and v is not None}
+    params.update(_checksum=content.sha256, _size=content.size,
+                  _basename=os.path.basename(path))
+    return actx.remote("copy", params, content)

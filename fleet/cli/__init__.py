@@ -9,11 +9,13 @@ import importlib
 import click
 
 COMMANDS = {
+    "apply": ("fleet.cli.apply", "apply"),
     "lab": ("fleet.cli.lab", "lab"),
     "ping": ("fleet.cli.ping", "ping"),
     "inventory": ("fleet.cli.inventory", "inventory"),
 }
 SUMMARIES = {
+    "apply": "Run a playbook on the inventory's hosts (check, diff, tags, limit).",
     "lab": "Simulated hosts and registries on this machine (up, down, status).",
     "ping": "Reach hosts over SSH, start the payload, show their facts.",
     "inventory": "Show an inventory as ansible-inventory does (--list, --graph, --host).",

@@ -1,0 +1,40 @@
+"""File content the controller ships to hosts (copy's src or content, template output):
+hashed once, streamed in chunks on request, never held whole for a file on disk."""
+
+import hashlib
+import os
+
+CHUNK = 1024 * 1024
+
+
+class Content:
+    """Bytes from a controller file or from memory, with their size and sha256."""
+
+    def __init__(self, path=None, data=None):
+        self.path = path
+        self.data = data
+        digest = hashlib.sha256()
+        if path is not None:
+            size = 0
+            with open(path, "rb") as handle:
+                for chunk in iter(lambda: handle.read(CHUNK), b""):
+                    digest.update(chunk)
+                    size += len(chunk)
+            self.size = size
+        else:
+            digest.update(data)
+            self.size = len(data)
+        self.sha256 = digest.hexdigest()
+
+    @property
+    def basename(self):
+        return os.path.basename(self.path) if self.path else None
+
+    def chunks(self):
+        """The content in chunks of at most CHUNK bytes."""
+        if self.path is None:
+            for start in range(0, len(self.data), CHUNK):
+                yield self.data[start:start + CHUNK]
+            return
+        with open(self.path, "rb") as handle:
+            yield from iter(lambda: handle.read(CHUNK), b"")
