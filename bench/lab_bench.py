@@ -21,6 +21,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from results import replace_section  # noqa: E402
+
 from fleet.lab import hostns  # noqa: E402
 from fleet.lab import lab as lab_lib  # noqa: E402
 from fleet.lab.config import LabConfig  # noqa: E402
@@ -85,12 +87,7 @@ def main():
         + (f"{statistics.median(cgroup) / 1024:.2f} MiB |" if cgroup else "n/a |"),
     ]
     print("\n".join(lines))
-    results = HERE / "RESULTS.md"
-    text = results.read_text() if results.exists() else "# Benchmarks\n"
-    marker = "\n## fleet lab up"
-    if marker in text:
-        text = text[:text.index(marker)]
-    results.write_text(text.rstrip("\n") + "\n" + "\n".join(lines) + "\n")
+    replace_section("## fleet lab up", lines)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,10 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from results import replace_section  # noqa: E402
+
 LAB = Path(os.environ.get("FLEET_LAB_DIR", "/var/lib/fleet-lab"))
 
 
@@ -153,11 +157,7 @@ def write_results(rows, commands, runs):
     lines += ["", "ansible runs with ANSIBLE_PIPELINING=True and ANSIBLE_SSH_ARGS="
               "'-o ControlMaster=auto -o ControlPersist=60s' (its warm-up run opens the masters "
               "the timed runs reuse)."]
-    results = HERE / "RESULTS.md"
-    old = results.read_text() if results.exists() else ""
-    marker = "\n## fleet lab up"  # lab_bench.py's section stays
-    kept = old[old.index(marker):] if marker in old else ""
-    results.write_text("\n".join(lines) + "\n" + kept)
+    replace_section("# fleet ping", lines)
 
 
 if __name__ == "__main__":
