@@ -16,6 +16,10 @@ import threading
 
 from agent_payload import argspec, protocol
 
+# While a request runs, the host says it is alive this often, so the controller can tell
+# a long, quiet command from a host that dropped off the network.
+HEARTBEAT_SECONDS = 1.0
+
 # Modules the controller may call; nothing else under agent_payload is importable by name.
 MODULE_NAMES = ("facts", "ping", "command", "shell", "file", "copy")
 
@@ -100,9 +104,27 @@ class Server:
             self._writer.write(frame)
             self._writer.flush()
 
+    def _heartbeat(self, stop):
+        while not stop.wait(HEARTBEAT_SECONDS):
+            with self._requests_lock:
+                busy = bool(self._requests)
+            if busy:
+                try:
+                    self.send_msg(0, {"ev": "beat"})
+                except OSError:
+                    return
+
     def serve(self):
         """Answer requests until the controller closes the channel."""
-        self.send_msg(0, dict(self.info, ev="hello"))
+        self.send_msg(0, dict(self.info, ev="hello", heartbeat=HEARTBEAT_SECONDS))
+        stop = threading.Event()
+        threading.Thread(target=self._heartbeat, args=(stop,), daemon=True).start()
+        try:
+            self._serve_frames()
+        finally:
+            stop.set()
+
+    def _serve_frames(self):
         while True:
             try:
                 frame = protocol.read_frame(self._read)

@@ -43,12 +43,15 @@ class Request:
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            wait = 1.0 if deadline is None else max(0.0, min(1.0, deadline - time.monotonic()))
             try:
-                kind, value = self._events.get(timeout=remaining)
+                kind, value = self._events.get(timeout=wait)
             except queue.Empty:
-                self.cancel()
-                raise TimeoutError(f"request {self.id} timed out after {timeout:g}s") from None
+                if deadline is not None and time.monotonic() >= deadline:
+                    self.cancel()
+                    raise TimeoutError(f"request {self.id} timed out after {timeout:g}s") from None
+                self.session.check_alive()
+                continue
             if kind == "error":
                 raise value
             if kind == "result":
@@ -98,6 +101,10 @@ class Session:
         self._requests = {}
         self._lock = threading.Lock()
         self._closed = None
+        self.last_seen = time.monotonic()
+        # The payload beats every hello["heartbeat"] seconds while busy; silence for
+        # longer than the connect timeout means the host is gone.
+        self.dead_after = max(target.connect_timeout, 3 * float(hello.get("heartbeat") or 1.0))
         self._reader = threading.Thread(target=self._read_loop, daemon=True,
                                         name="fleet-session-" + target.name)
         self._reader.start()
@@ -138,6 +145,8 @@ class Session:
             if self._closed is not None:
                 raise self._closed
             self._requests[req_id] = request
+        # An idle session says nothing: silence is only counted from here.
+        self.last_seen = max(self.last_seen, time.monotonic())
         message = {"op": "call", "module": module, "params": params or {}}
         if check:
             message["check"] = True
@@ -158,6 +167,17 @@ class Session:
         except Exception:
             pass
         self.transport.close()
+
+    def check_alive(self):
+        """Raise TransportError when the host has been silent past ``dead_after``."""
+        silent = time.monotonic() - self.last_seen
+        if silent > self.dead_after:
+            error = ssh.TransportError(f"unreachable: {self.target.host} stopped answering "
+                                       f"({silent:.0f}s without a word)")
+            with self._lock:
+                self._closed = self._closed or error
+            self.transport.close()
+            raise error
 
     def _send(self, frame):
         with self._send_lock:
@@ -190,6 +210,7 @@ class Session:
             request._put(("error", closed))
 
     def _dispatch(self, kind, req_id, body):
+        self.last_seen = time.monotonic()
         if kind == protocol.MSG:
             message = protocol.decode_msg(body)
             event = message.get("ev")

@@ -159,10 +159,31 @@ def fake_modules(monkeypatch):
     monkeypatch.setattr(serve, "MODULE_NAMES", serve.MODULE_NAMES + ("fake_echo", "fake_wait"))
 
 
+@pytest.fixture(autouse=True)
+def slow_heartbeat(monkeypatch):
+    """Heartbeats would interleave with the frames these tests read one by one."""
+    monkeypatch.setattr(serve, "HEARTBEAT_SECONDS", 60.0)
+
+
+def test_heartbeat_only_while_a_request_runs(monkeypatch, fake_modules):
+    monkeypatch.setattr(serve, "HEARTBEAT_SECONDS", 0.05)
+    h = Harness()
+    try:
+        h.next()  # hello
+        with pytest.raises(queue.Empty):
+            h.next(timeout=0.3)  # idle: silent
+        h.call(1, "fake_wait", {"tag": "t"})
+        assert h.next_msg() == (1, {"ev": "progress", "stage": "waiting"})
+        assert h.next_msg() == (0, {"ev": "beat"})
+        h.send(protocol.encode_msg(1, {"op": "cancel"}))
+    finally:
+        h.stop()
+
+
 def test_hello_is_the_first_frame_and_carries_the_info():
     h = Harness()
     try:
-        assert h.next() == (MSG, 0, dict(INFO, ev="hello"))
+        assert h.next() == (MSG, 0, dict(INFO, ev="hello", heartbeat=serve.HEARTBEAT_SECONDS))
     finally:
         h.stop()
 
