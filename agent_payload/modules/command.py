@@ -1,0 +1,267 @@
+"""command: run a program on the host without a shell, as Ansible's command module does.
+
+No pipes, redirections, globbing or variables of a shell (use ``shell`` for those). The
+command runs in its own process group; cancelling the request kills the whole group.
+When it runs the task is always changed (adjust with ``changed_when``); a non-zero exit
+status fails it with ``msg: non-zero return code``.
+
+Options:
+  _raw_params: the free-form command line (``command: ls -l /tmp``), split into words
+      like a shell would (shlex), without any other shell processing.
+  cmd: the command line as an option, split the same way.
+  argv: the command as a list of arguments, not split at all. Exactly one of
+      _raw_params, cmd and argv is required.
+  chdir: change into this directory before running the command.
+  creates: a path or glob (relative ones are taken from chdir); when it matches, the
+      command is not run and the task is not changed.
+  removes: a path or glob; when nothing matches, the command is not run.
+  stdin: text fed to the command's standard input (otherwise it reads /dev/null).
+  stdin_add_newline: append a newline to stdin (default yes).
+  strip_empty_ends: strip trailing newlines from stdout and stderr (default yes).
+  expand_argument_vars: expand ~ and $VARIABLES in the arguments, as Ansible does
+      (default yes).
+
+Check mode does not run the command: with creates or removes the task reports whether
+it would run (changed); without them it is skipped.
+
+Returns cmd, rc, stdout, stderr, stdout_lines, stderr_lines, start, end, delta and msg.
+Each stream keeps at most its first OUTPUT_LIMIT bytes (a warning says so).
+"""
+
+import datetime
+import glob
+import json
+import os
+import shlex
+import signal
+import subprocess
+import threading
+
+from agent_payload import protocol
+from agent_payload.modules._fileattrs import expand
+
+ARGUMENT_SPEC = {
+    "_raw_params": {"type": "str"},
+    "cmd": {"type": "str"},
+    "argv": {"type": "list", "elements": "str"},
+    "chdir": {"type": "path"},
+    "creates": {"type": "path"},
+    "removes": {"type": "path"},
+    "stdin": {"type": "str"},
+    "stdin_add_newline": {"type": "bool", "default": True},
+    "strip_empty_ends": {"type": "bool", "default": True},
+    "expand_argument_vars": {"type": "bool", "default": True},
+}
+
+POLL = 0.05  # seconds between looks at the cancel flag
+GRACE = 1.0  # seconds between SIGTERM and SIGKILL on cancel
+OUTPUT_LIMIT = 1024 * 1024  # bytes kept per stream
+# What the result may take of one protocol frame (stdout appears twice: text and lines).
+RESULT_BUDGET = protocol.MAX_BODY * 3 // 4
+
+
+class _Collector(threading.Thread):
+    """Drains one pipe, keeping the first ``limit`` bytes and counting the rest."""
+
+    def __init__(self, pipe, limit=OUTPUT_LIMIT):
+        super().__init__(daemon=True)
+        self._pipe = pipe
+        self._limit = limit
+        self.data = bytearray()
+        self.total = 0
+
+    def run(self):
+        fd = self._pipe.fileno()
+        try:
+            while True:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    break
+                self.total += len(chunk)
+                room = self._limit - len(self.data)
+                if room > 0:
+                    self.data += chunk[:room]
+        except OSError:
+            pass
+        finally:
+            self._pipe.close()
+
+
+def _feed(pipe, data):
+    try:
+        pipe.write(data)
+    except (BrokenPipeError, OSError):
+        pass
+    finally:
+        try:
+            pipe.close()
+        except OSError:
+            pass
+
+
+def _signal_group(proc, signum):
+    try:
+        os.killpg(proc.pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _kill_group(proc):
+    """SIGTERM the command's process group, SIGKILL it if it lingers."""
+    _signal_group(proc, signal.SIGTERM)
+    try:
+        proc.wait(GRACE)
+    except subprocess.TimeoutExpired:
+        pass
+    _signal_group(proc, signal.SIGKILL)
+    proc.wait()
+
+
+def _cancelled(ctx, proc, collectors):
+    _kill_group(proc)
+    for collector in collectors:
+        collector.join(GRACE)
+    ctx.check_cancelled()  # raises serve.Cancelled: the server answers "cancelled"
+    return {"failed": True, "changed": False, "msg": "cancelled", "rc": proc.returncode}
+
+
+def _text(data, strip):
+    text = bytes(data).decode("utf-8", errors="replace")
+    return text.rstrip("\r\n") if strip else text
+
+
+def _fit(result, warnings):
+    """Shrink stdout/stderr until the result fits in one protocol frame."""
+    while len(json.dumps(result)) > RESULT_BUDGET:
+        longest = max(("stdout", "stderr"), key=lambda k: len(result[k]))
+        half = len(result[longest]) // 2
+        result[longest] = result[longest][:half]
+        result[longest + "_lines"] = result[longest].splitlines()
+        warnings.append(f"{longest} cut to {half} characters to fit the result")
+
+
+def skip_reason(params, chdir, check_mode):
+    """The Ansible message and stdout when creates/removes say not to run, else None."""
+    would = "Would" if check_mode else "Did"
+    creates, removes = expand(params.get("creates")), expand(params.get("removes"))
+    if creates:
+        pattern = os.path.join(chdir, creates) if chdir else creates
+        if glob.glob(pattern):
+            return (f"{would} not run command since '{creates}' exists",
+                    f"skipped, since {creates} exists")
+    if removes:
+        pattern = os.path.join(chdir, removes) if chdir else removes
+        if not glob.glob(pattern):
+            return (f"{would} not run command since '{removes}' does not exist",
+                    f"skipped, since {removes} does not exist")
+    return None
+
+
+def execute(params, ctx, args, shell=None):
+    """Run ``args`` (a list, or with ``shell`` a string for ``shell -c``); the shared body
+    of the command and shell modules."""
+    result = {"changed": False, "cmd": args, "rc": None, "stdout": "", "stderr": "",
+              "start": None, "end": None, "delta": None, "msg": ""}
+    chdir = expand(params.get("chdir"))
+    if chdir and not os.path.isdir(chdir):
+        why = "No such file or directory" if not os.path.exists(chdir) else "Not a directory"
+        result.update(failed=True, msg=f"Unable to change directory before execution: "
+                                       f"{chdir}: {why}")
+        return result
+    skip = skip_reason(params, chdir, ctx.check_mode)
+    if skip:
+        result.update(msg=skip[0], stdout=skip[1], rc=0,
+                      stdout_lines=[skip[1]], stderr_lines=[])
+        return result
+    if ctx.check_mode:
+        result.update(rc=0, msg="Command would have run if not in check mode",
+                      stdout_lines=[], stderr_lines=[])
+        if params.get("creates") is None and params.get("removes") is None:
+            result["skipped"] = True
+        else:
+            result["changed"] = True
+        return result
+
+    stdin = params.get("stdin")
+    data = None
+    if stdin is not None:
+        data = stdin.encode("utf-8", errors="surrogateescape")
+        if data and params.get("stdin_add_newline", True):
+            data += b"\n"
+    argv = [shell, "-c", args] if shell else args
+    start = datetime.datetime.now()
+    try:
+        proc = subprocess.Popen(argv, cwd=chdir or None, start_new_session=True,
+                                stdin=subprocess.PIPE if data is not None else subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    except OSError as exc:
+        result.update(failed=True, rc=exc.errno or 2, msg=str(exc),
+                      stdout_lines=[], stderr_lines=[])
+        return result
+    collectors = [_Collector(proc.stdout), _Collector(proc.stderr)]
+    for collector in collectors:
+        collector.start()
+    if data is not None:
+        threading.Thread(target=_feed, args=(proc.stdin, data), daemon=True).start()
+    while True:
+        if ctx.cancelled():
+            return _cancelled(ctx, proc, collectors)
+        try:
+            proc.wait(POLL)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    # Children that kept stdout or stderr open keep the command running, as in Ansible.
+    for collector in collectors:
+        while collector.is_alive():
+            if ctx.cancelled():
+                return _cancelled(ctx, proc, collectors)
+            collector.join(POLL)
+    end = datetime.datetime.now()
+
+    strip = params.get("strip_empty_ends", True)
+    warnings = []
+    for key, collector in zip(("stdout", "stderr"), collectors):
+        result[key] = _text(collector.data, strip)
+        result[key + "_lines"] = result[key].splitlines()
+        if collector.total > len(collector.data):
+            warnings.append(f"{key} cut to its first {len(collector.data)} of "
+                            f"{collector.total} bytes")
+    result.update(changed=True, rc=proc.returncode, start=str(start), end=str(end),
+                  delta=str(end - start))
+    _fit(result, warnings)
+    if warnings:
+        result["warnings"] = warnings
+    if proc.returncode != 0:
+        result.update(failed=True, msg="non-zero return code")
+    return result
+
+
+def command_args(params):
+    """The argument list from _raw_params, cmd or argv; (None, error) when not exactly one."""
+    given = [name for name in ("_raw_params", "cmd", "argv") if params.get(name)]
+    if not given:
+        return None, "no command given"
+    if len(given) > 1:
+        return None, "parameters are mutually exclusive: " + "|".join(given)
+    value = params[given[0]]
+    if given[0] == "argv":
+        args = list(value)
+    else:
+        try:
+            args = shlex.split(value)
+        except ValueError as exc:
+            return None, f"cannot split the command line: {exc}"
+    if params.get("expand_argument_vars", True):
+        args = [os.path.expanduser(os.path.expandvars(arg)) for arg in args]
+    if not args:
+        return None, "no command given"
+    return args, None
+
+
+def run(params, ctx):
+    """Run the command unless creates/removes or check mode say not to."""
+    args, error = command_args(params)
+    if error:
+        return {"failed": True, "changed": False, "msg": error, "rc": None, "cmd": None}
+    return execute(params, ctx, args)
