@@ -22,12 +22,14 @@ from fleet.transport.ssh import TransportError
 SECTIONS = ("pre_tasks", "tasks", "post_tasks")
 
 
-def run_playbook(playbook, inventory, options, reporter=None):
-    """Run every play of ``playbook``; return {host: HostStats}."""
+def run_playbook(playbook, inventory, options, reporter=None, connections=None):
+    """Run every play of ``playbook``; return {host: HostStats}.
+
+    ``connections`` replaces the SSH sessions (tests run the payload locally)."""
     from fleet.variables import HostVars
 
     reporter = reporter or Reporter()
-    connections = Connections(inventory, options.connect_timeout, options.forks)
+    connections = connections or Connections(inventory, options.connect_timeout, options.forks)
     hostvars = HostVars(inventory, options.extra_vars, check_mode=options.check,
                         diff_mode=options.diff, playbook_dir=str(playbook.path.parent))
     ctx = RunContext(options, inventory, hostvars, connections, reporter,
