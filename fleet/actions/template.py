@@ -27,7 +27,7 @@ def run(args, actx):
     from fleet.executor.taskrun import find_file
     path = find_file(actx.run, args["src"], "templates")
     with open(path, encoding="utf-8") as handle:
-        text = templating.render_text(handle.read(), actx.variables, source=path)
+        text = templating.render_text(handle.read(), actx.variables)
     content = Content(data=text.encode())
     params = {k: v for k, v in args.items() if k != "src" and v is not None}
     params.update(_checksum=content.sha256, _size=content.size,

@@ -41,27 +41,27 @@ class TextReporter(Reporter):
                                      f"{self.done}/{self.expected} hosts"))
 
     def play_start(self, play, hosts):
-        self.console.print(f"\n[bold]PLAY [{escape(play.name)}][/bold] "
+        self.console.print(f"\n[bold]PLAY {escape(f'[{play.name}]')}[/bold] "
                            f"({len(hosts)} host{'s' if len(hosts) != 1 else ''})")
 
     def task_start(self, task, hosts):
         with self.lock:
             self.task_name = task.name or task.action
             self.expected, self.done = len(hosts), 0
-            self.console.print(f"[bold]TASK [{escape(self.task_name)}][/bold]")
+            self.console.print(f"[bold]TASK {escape(f'[{self.task_name}]')}[/bold]")
             self._status()
 
     def handler_start(self, handler, hosts):
         with self.lock:
             self.task_name = handler.name or handler.action
             self.expected, self.done = len(hosts), 0
-            self.console.print(f"[bold]RUNNING HANDLER [{escape(self.task_name)}][/bold]")
+            self.console.print(f"[bold]RUNNING HANDLER {escape(f'[{self.task_name}]')}[/bold]")
             self._status()
 
     def host_result(self, result):
         status = result.status
         label = "...ignoring" if result.ignored else ""
-        line = f"[{STYLE[status]}]{status}: [{escape(result.host)}][/{STYLE[status]}]"
+        line = f"[{STYLE[status]}]{status}: {escape(f'[{result.host}]')}[/{STYLE[status]}]"
         if status in ("failed", "unreachable"):
             line += f" {escape(result.msg or json.dumps(result.result)[:300])}"
         elif result.action == "debug" and status == "ok":

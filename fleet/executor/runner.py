@@ -30,10 +30,13 @@ def run_playbook(playbook, inventory, options, reporter=None, connections=None):
 
     reporter = reporter or Reporter()
     connections = connections or Connections(inventory, options.connect_timeout, options.forks)
-    hostvars = HostVars(inventory, options.extra_vars, check_mode=options.check,
-                        diff_mode=options.diff, playbook_dir=str(playbook.path.parent))
+    holder = {}
+    hostvars = HostVars(inventory, options.extra_vars, lambda: holder.get("play_hosts"),
+                        check_mode=options.check, diff_mode=options.diff,
+                        playbook_dir=str(playbook.path.parent))
     ctx = RunContext(options, inventory, hostvars, connections, reporter,
                      str(playbook.path.parent))
+    ctx.play_hosts = holder
     ctx.stats = {}
     ctx.stats_lock = threading.Lock()
     ctx.gone = set()  # failed or unreachable: out of every later play
@@ -45,7 +48,7 @@ def run_playbook(playbook, inventory, options, reporter=None, connections=None):
             for host in hosts:
                 ctx.stats.setdefault(host, HostStats())
             for batch in batches(hosts, play.serial):
-                _run_batch(ctx, play, batch)
+                _run_batch(ctx, play, hosts, batch)
     finally:
         ctx.pool.shutdown(wait=True)
         connections.close()
@@ -72,10 +75,19 @@ def batches(hosts, serial):
     return result
 
 
-def _run_batch(ctx, play, hosts):
+def _run_batch(ctx, play, play_hosts, hosts):
+    from fleet.playbook import load_vars_files
+    from fleet.variables import PlayHosts
+
     ctx.reporter.play_start(play, hosts)
-    ctx.hostvars.start_play(play, hosts)
     states = {h: HostState(h) for h in hosts}
+    ctx.play_hosts["play_hosts"] = PlayHosts(
+        all=list(play_hosts), batch=list(hosts),
+        active=[h for h in play_hosts if h not in ctx.gone])
+    ctx.hostvars.play_context(play)
+    if play.vars_files and hosts:
+        ctx.hostvars.play_context(play, load_vars_files(
+            play, ctx.playbook_dir, ctx.hostvars.for_play(hosts[0])))
     if play.gather_facts:
         _gather_facts(ctx, play, states)
     for section in SECTIONS:

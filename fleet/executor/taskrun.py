@@ -16,6 +16,7 @@ from fleet.executor.content import Content
 from fleet.executor.results import CHANGED, FAILED, OK, SKIPPED, UNREACHABLE, TaskResult
 from fleet.transport.session import RequestError
 from fleet.transport.ssh import TransportError
+from fleet.variables import loop_variables
 
 
 class RunContext:
@@ -130,7 +131,7 @@ def _run_loop(ctx, play, task, chain, host, items, conditions):
     results = []
     for item in items:
         variables = ctx.hostvars.for_task(host, task, blocks=chain,
-                                          loop_vars={task.loop_var: item})
+                                          loop_vars=loop_variables(task.loop_var, item))
         if not all(templating.evaluate_condition(c, variables) for c in conditions):
             results.append({"skipped": True, "changed": False, task.loop_var: item,
                             "item": item})
