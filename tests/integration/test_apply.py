@@ -75,15 +75,16 @@ def test_check_mode_changes_nothing(lab, lab_inventory, tmp_path):
           gather_facts: false
           tasks:
             - file: {{path: {target}, state: directory}}
-            - copy: {{content: "x", dest: {target}/f}}
+            - copy: {{content: "x", dest: {target}-file}}
             - command: touch {target}-cmd
         """)
     code, document = apply_json(book, "-i", lab_inventory, "--check")
     assert code == 0, json.dumps(document)[:2000]
     assert set(changed(document).values()) == {2}
     for host in state.hosts:
-        out = ssh_run(config, host.address, f"ls -d {target} {target}-cmd 2>&1; true")
-        assert out.count("No such file") == 2
+        out = ssh_run(config, host.address,
+                      f"ls -d {target} {target}-file {target}-cmd 2>&1; true")
+        assert out.count("No such file") == 3
 
 
 def test_typo_fails_before_connecting(tmp_path):
