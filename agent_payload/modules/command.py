@@ -32,6 +32,7 @@ import datetime
 import glob
 import json
 import os
+import selectors
 import shlex
 import signal
 import subprocess
@@ -60,31 +61,55 @@ OUTPUT_LIMIT = 1024 * 1024  # bytes kept per stream
 RESULT_BUDGET = protocol.MAX_BODY * 3 // 4
 
 
-class _Collector(threading.Thread):
-    """Drains one pipe, keeping the first ``limit`` bytes and counting the rest."""
+class _Output:
+    """One stream's output: the first ``limit`` bytes kept, the rest only counted."""
 
-    def __init__(self, pipe, limit=OUTPUT_LIMIT):
-        super().__init__(daemon=True)
-        self._pipe = pipe
-        self._limit = limit
+    def __init__(self, limit=OUTPUT_LIMIT):
+        self.limit = limit
         self.data = bytearray()
         self.total = 0
 
-    def run(self):
-        fd = self._pipe.fileno()
+    def add(self, chunk):
+        self.total += len(chunk)
+        room = self.limit - len(self.data)
+        if room > 0:
+            self.data += chunk[:room]
+
+
+def _drain(proc, ctx, outputs):
+    """Read stdout and stderr until both end, then reap the process; False if cancelled.
+
+    One selector loop in the request's own thread: no reader threads to start per
+    command, which matters when a playbook runs many short commands on many hosts.
+    Children that keep a pipe open keep the command running, as in Ansible.
+    """
+    selector = selectors.DefaultSelector()
+    for pipe, output in zip((proc.stdout, proc.stderr), outputs):
+        selector.register(pipe, selectors.EVENT_READ, output)
+    try:
+        while selector.get_map():
+            if ctx.cancelled():
+                return False
+            for key, _ in selector.select(POLL):
+                try:
+                    chunk = os.read(key.fd, 65536)
+                except OSError:
+                    chunk = b""
+                if chunk:
+                    key.data.add(chunk)
+                else:
+                    selector.unregister(key.fileobj)
+                    key.fileobj.close()
+    finally:
+        selector.close()
+    while True:
+        if ctx.cancelled():
+            return False
         try:
-            while True:
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    break
-                self.total += len(chunk)
-                room = self._limit - len(self.data)
-                if room > 0:
-                    self.data += chunk[:room]
-        except OSError:
-            pass
-        finally:
-            self._pipe.close()
+            proc.wait(POLL)
+            return True
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def _feed(pipe, data):
@@ -117,10 +142,11 @@ def _kill_group(proc):
     proc.wait()
 
 
-def _cancelled(ctx, proc, collectors):
+def _cancelled(ctx, proc):
     _kill_group(proc)
-    for collector in collectors:
-        collector.join(GRACE)
+    for pipe in (proc.stdout, proc.stderr):
+        if not pipe.closed:
+            pipe.close()
     ctx.check_cancelled()  # raises serve.Cancelled: the server answers "cancelled"
     return {"failed": True, "changed": False, "msg": "cancelled", "rc": proc.returncode}
 
@@ -198,35 +224,21 @@ def execute(params, ctx, args, shell=None):
         result.update(failed=True, rc=exc.errno or 2, msg=str(exc),
                       stdout_lines=[], stderr_lines=[])
         return result
-    collectors = [_Collector(proc.stdout), _Collector(proc.stderr)]
-    for collector in collectors:
-        collector.start()
+    outputs = [_Output(), _Output()]
     if data is not None:
         threading.Thread(target=_feed, args=(proc.stdin, data), daemon=True).start()
-    while True:
-        if ctx.cancelled():
-            return _cancelled(ctx, proc, collectors)
-        try:
-            proc.wait(POLL)
-            break
-        except subprocess.TimeoutExpired:
-            continue
-    # Children that kept stdout or stderr open keep the command running, as in Ansible.
-    for collector in collectors:
-        while collector.is_alive():
-            if ctx.cancelled():
-                return _cancelled(ctx, proc, collectors)
-            collector.join(POLL)
+    if not _drain(proc, ctx, outputs):
+        return _cancelled(ctx, proc)
     end = datetime.datetime.now()
 
     strip = params.get("strip_empty_ends", True)
     warnings = []
-    for key, collector in zip(("stdout", "stderr"), collectors):
-        result[key] = _text(collector.data, strip)
+    for key, output in zip(("stdout", "stderr"), outputs):
+        result[key] = _text(output.data, strip)
         result[key + "_lines"] = result[key].splitlines()
-        if collector.total > len(collector.data):
-            warnings.append(f"{key} cut to its first {len(collector.data)} of "
-                            f"{collector.total} bytes")
+        if output.total > len(output.data):
+            warnings.append(f"{key} cut to its first {len(output.data)} of "
+                            f"{output.total} bytes")
     result.update(changed=True, rc=proc.returncode, start=str(start), end=str(end),
                   delta=str(end - start))
     _fit(result, warnings)
