@@ -5,7 +5,7 @@ import difflib
 import json
 import threading
 
-from fleet.cli.render import escape
+from fleet.cli.render import Printer, escape
 from fleet.executor import Reporter
 
 STYLE = {"ok": "green", "changed": "yellow", "failed": "red", "skipped": "cyan",
@@ -16,9 +16,8 @@ class TextReporter(Reporter):
     """Prints results as they come; on a terminal a live line shows the running task."""
 
     def __init__(self, options, live):
-        from rich.console import Console
         self.options = options
-        self.console = Console(highlight=False, soft_wrap=True)
+        self.console = Printer(live)
         self.lock = threading.Lock()
         self.live = None
         self.task_name = ""
@@ -26,7 +25,7 @@ class TextReporter(Reporter):
         self.done = 0
         if live:
             from rich.live import Live
-            self.live = Live("", console=self.console, transient=True,
+            self.live = Live("", console=self.console.console, transient=True,
                              refresh_per_second=8)
             self.live.start()
 

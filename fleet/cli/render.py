@@ -17,6 +17,23 @@ def _plain(text):
     return _MARKUP.sub("", str(text)).replace("\\[", "[")
 
 
+class Printer:
+    """Prints markup lines: through rich on a terminal, as plain text otherwise."""
+
+    def __init__(self, terminal=None):
+        self.terminal = sys.stdout.isatty() if terminal is None else terminal
+        self.console = None
+        if self.terminal:
+            from rich.console import Console
+            self.console = Console(highlight=False, soft_wrap=True)
+
+    def print(self, text=""):
+        if self.console is not None:
+            self.console.print(text)
+        else:
+            sys.stdout.write(_plain(text) + "\n")
+
+
 def print_table(headers, rows, right=(), notes=()):
     """Print rows under headers; ``right`` names right-aligned columns; ``notes`` are
     lines printed after the table (rich markup allowed, stripped when plain)."""
