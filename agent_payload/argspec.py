@@ -110,7 +110,8 @@ def validate(spec, params, prefix=""):
             if option.get("required"):
                 raise ArgumentError(f"missing required parameter {label!r}")
             # A copy: a module that changes its params must not change the spec.
-            result[name] = copy.deepcopy(option.get("default"))
+            default = option.get("default")
+            result[name] = copy.deepcopy(default) if isinstance(default, (list, dict)) else default
             if result[name] is None:
                 continue
         value = _convert(option.get("type", "str"), result[name], label, option)

@@ -10,6 +10,7 @@ atomically and runs it.
 import functools
 import hashlib
 import io
+import os
 import shlex
 import zipfile
 from dataclasses import dataclass
@@ -79,14 +80,19 @@ SUDO_PROMPT = "[fleet-sudo-password]"
 def build_zip(root):
     """Return the deterministic zip of the package directory ``root``."""
     buffer = io.BytesIO()
-    files = sorted(p for p in Path(root).rglob("*.py") if "__pycache__" not in p.parts)
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        entries = [("__main__.py", _MAIN)]
-        entries += [("agent_payload/" + p.relative_to(root).as_posix(), p.read_bytes())
-                    for p in files]
-        for name, content in entries:
+    entries = [("__main__.py", _MAIN)]
+    for directory, dirs, names in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        for name in sorted(n for n in names if n.endswith(".py")):
+            path = os.path.join(directory, name)
+            relative = os.path.relpath(path, root).replace(os.sep, "/")
+            with open(path, "rb") as handle:
+                entries.append(("agent_payload/" + relative, handle.read()))
+    # Stored, not deflated: built on every run, shipped once per host and version.
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        for name, content in sorted(entries):
             info = zipfile.ZipInfo(name, _ZIP_TIME)
-            info.compress_type = zipfile.ZIP_DEFLATED
+            info.compress_type = zipfile.ZIP_STORED
             info.external_attr = 0o644 << 16
             archive.writestr(info, content)
     return buffer.getvalue()

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import paramiko
 
 DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
+PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 
 
 class TransportError(Exception):
@@ -146,9 +147,14 @@ def connect(target):
     transport = paramiko.Transport(sock)
     try:
         transport.banner_timeout = target.connect_timeout
+        options = transport.get_security_options()
         # Only ask for key types we can verify: the server then shows the one we know.
-        transport.get_security_options().key_types = list(expected.keys()) + [
-            t for t in transport.get_security_options().key_types if t not in expected]
+        options.key_types = list(expected.keys()) + [
+            t for t in options.key_types if t not in expected]
+        # AES-GCM first: an AEAD cipher needs no separate MAC, whose check paramiko does
+        # byte by byte in Python (measurable with many small requests on many hosts).
+        options.ciphers = PREFERRED_CIPHERS + tuple(
+            c for c in options.ciphers if c not in PREFERRED_CIPHERS)
         transport.start_client(timeout=target.connect_timeout)
         _verify_host_key(transport.get_remote_server_key(), expected, target, known_path)
         _authenticate(transport, target, where)
