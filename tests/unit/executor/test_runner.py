@@ -40,7 +40,8 @@ def test_files_converge_and_second_run_changes_nothing(run):
             - name: said
               debug: {msg: "templated on {{ inventory_hostname }}"}
         """
-    files = {"files/data.txt": "payload data\n", "templates/t.j2": "host={{ inventory_hostname }}\n"}
+    files = {"files/data.txt": "payload data\n",
+             "templates/t.j2": "host={{ inventory_hostname }}\n"}
     code, first = run(playbook, files=files)
     assert code == 0
     assert first["stats"]["h1"]["changed"] == 3
