@@ -121,7 +121,6 @@ def test_become_in_a_play(lab, lab_inventory, tmp_path):
     (tmp_path / "site.yml").write_text(textwrap.dedent("""
         - hosts: all
           gather_facts: false
-          remote_user: ignored
           tasks:
             - name: who
               command: id -u
@@ -134,7 +133,7 @@ def test_become_in_a_play(lab, lab_inventory, tmp_path):
               changed_when: false
             - assert:
                 that: [who.stdout == "2700", root.stdout == "0"]
-        """).replace("          remote_user: ignored\n", ""))
+        """))
     inventory = tmp_path / "hosts.ini"
     inventory.write_text(config.inventory_path.read_text().replace(
         "ansible_user=root", "ansible_user=fleetuser"))
