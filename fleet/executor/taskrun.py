@@ -78,10 +78,11 @@ def run_task(ctx, play, task, chain, host):
         variables = ctx.hostvars.for_task(host, task, blocks=chain)
         conditions = _conditions(task, chain)
         if task.loop is None:
-            if not all(templating.evaluate_condition(c, variables) for c in conditions):
-                return done(SKIPPED, {"skipped": True, "changed": False,
-                                      "false_condition": _first_false(conditions, variables)})
-            result = _run_once(ctx, play, task, chain, host, variables)
+            false = _first_false(conditions, variables)
+            if false is not None:
+                result = {"skipped": True, "changed": False, "false_condition": false}
+            else:
+                result = _run_once(ctx, play, task, chain, host, variables)
         else:
             items = templating.render(task.loop, variables)
             if not isinstance(items, list):
@@ -93,10 +94,10 @@ def run_task(ctx, play, task, chain, host):
         return done(UNREACHABLE, {"unreachable": True, "msg": str(exc), "changed": False})
     except (templating.TemplateError, argspec.ArgumentError) as exc:
         result = {"failed": True, "changed": False, "msg": f"{origin}: {exc}"}
+    if task.register:  # skipped results are registered too, as Ansible does
+        ctx.hostvars.register(host, task.register, _registered(result))
     if result.get("skipped"):
         return done(SKIPPED, result)
-    if task.register:
-        ctx.hostvars.register(host, task.register, _registered(result))
     failed = bool(result.get("failed"))
     ignore = _truth(task.ignore_errors, ctx, host, task, chain)
     if failed and not ignore:

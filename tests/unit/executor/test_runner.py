@@ -242,3 +242,15 @@ class Tagged:
 ])
 def test_selected(task_tags, tags, skip, expected):
     assert selected(Tagged(*task_tags), Opts(tags, skip)) is expected
+
+
+def test_skipped_results_are_registered(run):
+    code, doc = run("""
+        - hosts: h1
+          gather_facts: false
+          tasks:
+            - {name: maybe, command: "true", when: false, register: maybe}
+            - {name: check, assert: {that: [maybe is skipped, not maybe.changed]}}
+        """)
+    assert code == 0, doc
+    assert results(doc, "maybe")["h1"]["status"] == "skipped"
