@@ -1,21 +1,20 @@
 """The payload sessions of a run: one per host (and per become user), opened on first
-use, in parallel, and kept for every later task and play."""
+use (by the task threads, so in parallel) and kept for every later task and play."""
 
 import threading
 from dataclasses import replace
 
-from fleet.transport.pool import run_parallel
 from fleet.transport.session import Session
+from fleet.transport.ssh import TransportError
 from fleet.transport.targets import target_for
 
 
 class Connections:
     """Sessions keyed by (host, become user); failures remembered as unreachable reasons."""
 
-    def __init__(self, inventory, connect_timeout=10.0, forks=32):
+    def __init__(self, inventory, connect_timeout=10.0):
         self.inventory = inventory
         self.connect_timeout = connect_timeout
-        self.forks = forks
         self._sessions = {}
         self._errors = {}
         self._targets = {}
@@ -24,30 +23,16 @@ class Connections:
     def _key(self, host, become, become_user):
         target = self._targets.get(host)
         if target is None:
-            target = self._targets[host] = target_for(self.inventory, host, self.connect_timeout)
+            try:
+                target = target_for(self.inventory, host, self.connect_timeout)
+            except Exception as exc:  # a bad connection variable: this host cannot be used
+                raise TransportError(str(exc)) from None
+            self._targets[host] = target
         if become is not None:
             target = replace(target, become=bool(become))
         if become_user:
             target = replace(target, become_user=become_user)
         return (host, target.become and target.become_user), target
-
-    def open_many(self, hosts, become=None, become_user=None):
-        """Open the sessions of ``hosts`` in parallel; return {host: error text} of failures."""
-        wanted = []
-        for host in hosts:
-            key, target = self._key(host, become, become_user)
-            with self._lock:
-                if key not in self._sessions and key not in self._errors:
-                    wanted.append((key, target))
-        outcomes = run_parallel(wanted, lambda kt: Session.open(kt[1]), self.forks)
-        with self._lock:
-            for (key, _), (session, error) in outcomes.items():
-                if error is None:
-                    self._sessions[key] = session
-                else:
-                    self._errors[key] = str(error)
-        return {host: self.error(host, become, become_user) for host in hosts
-                if self.error(host, become, become_user)}
 
     def get(self, host, become=None, become_user=None):
         """The open session for ``host``, opening it now if needed; raises TransportError."""
@@ -58,17 +43,16 @@ class Connections:
         if session is not None:
             return session
         if error is not None:
-            from fleet.transport.ssh import TransportError
             raise TransportError(error)
-        session = Session.open(target)
+        try:
+            session = Session.open(target)
+        except TransportError as exc:
+            with self._lock:
+                self._errors[key] = str(exc)
+            raise
         with self._lock:
             self._sessions[key] = session
         return session
-
-    def error(self, host, become=None, become_user=None):
-        key, _ = self._key(host, become, become_user)
-        with self._lock:
-            return self._errors.get(key)
 
     def drop(self, host, reason):
         """Forget every session of ``host`` (it became unreachable)."""
@@ -78,6 +62,7 @@ class Connections:
                 self._errors[key] = reason
 
     def close(self):
+        """Close every session (each payload exits when its channel closes)."""
         with self._lock:
             sessions = list(self._sessions.values())
             self._sessions.clear()

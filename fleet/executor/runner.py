@@ -29,7 +29,7 @@ def run_playbook(playbook, inventory, options, reporter=None, connections=None):
     from fleet.variables import HostVars
 
     reporter = reporter or Reporter()
-    connections = connections or Connections(inventory, options.connect_timeout, options.forks)
+    connections = connections or Connections(inventory, options.connect_timeout)
     holder = {}
     hostvars = HostVars(inventory, options.extra_vars, lambda: holder.get("play_hosts"),
                         check_mode=options.check, diff_mode=options.diff,
