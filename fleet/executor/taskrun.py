@@ -94,6 +94,9 @@ def run_task(ctx, play, task, chain, host):
         return done(UNREACHABLE, {"unreachable": True, "msg": str(exc), "changed": False})
     except (templating.TemplateError, argspec.ArgumentError) as exc:
         result = {"failed": True, "changed": False, "msg": f"{origin}: {exc}"}
+    except Exception as exc:  # one host's surprise must not end the run for the others
+        result = {"failed": True, "changed": False,
+                  "msg": f"{origin}: {type(exc).__name__}: {exc}"}
     if task.register:  # skipped results are registered too, as Ansible does
         ctx.hostvars.register(host, task.register, _registered(result))
     if result.get("skipped"):
