@@ -277,3 +277,16 @@ def path_info(path):
     return {"uid": st.st_uid, "gid": st.st_gid, "owner": user_name(st.st_uid),
             "group": group_name(st.st_gid), "mode": format_mode(stat.S_IMODE(st.st_mode)),
             "state": state_of(path), "size": st.st_size}
+
+
+def missing_dirs(path):
+    """``path`` and those of its parents that do not exist, outermost first."""
+    missing = []
+    current = os.path.normpath(path)
+    while not os.path.lexists(current):
+        missing.append(current)
+        parent = os.path.dirname(current)
+        if not parent or parent == current:
+            break
+        current = parent
+    return list(reversed(missing))

@@ -73,6 +73,7 @@ from agent_payload.modules._fileattrs import (
     current_umask,
     expand,
     failed,
+    missing_dirs,
     path_info,
     reason,
 )
@@ -202,15 +203,7 @@ def _after(diff, source, data, check_mode):
 
 def _make_dirs(directory, mode, owner, group, warnings):
     """Create ``directory`` and its missing parents, each with the attributes asked for."""
-    missing = []
-    current = os.path.normpath(directory)
-    while not os.path.lexists(current):
-        missing.append(current)
-        parent = os.path.dirname(current)
-        if not parent or parent == current:
-            break
-        current = parent
-    for path in reversed(missing):
+    for path in missing_dirs(directory):
         try:
             os.mkdir(path)
         except FileExistsError:

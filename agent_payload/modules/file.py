@@ -49,6 +49,7 @@ from agent_payload.modules._fileattrs import (
     current_umask,
     expand,
     failed,
+    missing_dirs,
     note,
     path_info,
     reason,
@@ -200,19 +201,6 @@ def ensure_file(job, path):
     return {"changed": job.attrs(target), "_info": target}
 
 
-def _missing_dirs(path):
-    """``path`` and those of its parents that do not exist, outermost first."""
-    missing = []
-    current = os.path.normpath(path)
-    while not os.path.lexists(current):
-        missing.append(current)
-        parent = os.path.dirname(current)
-        if not parent or parent == current:
-            break
-        current = parent
-    return list(reversed(missing))
-
-
 def ensure_directory(job, path):
     prev = state_of(path)
     target = path
@@ -223,7 +211,7 @@ def ensure_directory(job, path):
     if prev == "absent":
         if job.check:
             return {"changed": True}
-        for directory in _missing_dirs(target):
+        for directory in missing_dirs(target):
             try:
                 os.mkdir(directory)
             except FileExistsError:
