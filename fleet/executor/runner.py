@@ -37,9 +37,6 @@ def run_playbook(playbook, inventory, options, reporter=None, connections=None):
     ctx = RunContext(options, inventory, hostvars, connections, reporter,
                      str(playbook.path.parent))
     ctx.play_hosts = holder
-    ctx.stats = {}
-    ctx.stats_lock = threading.Lock()
-    ctx.gone = set()  # failed or unreachable: out of every later play
     ctx.pool = ThreadPoolExecutor(max_workers=max(1, options.forks))
     try:
         for play in playbook.plays:

@@ -32,6 +32,11 @@ class RunContext:
         self._contents = {}
         self._lock = threading.Lock()
         self.notified = {}
+        self.stats = {}
+        self.stats_lock = threading.Lock()
+        self.gone = set()  # failed or unreachable: out of every later play
+        self.play_hosts = {}  # {"play_hosts": PlayHosts} of the running batch
+        self.pool = None  # the run's thread pool, set by the runner
 
     def notify(self, host, name):
         """Remember that ``host`` notified handler (or listen topic) ``name``."""
