@@ -30,6 +30,7 @@ sys.path.insert(0, str(HERE))
 from ping_bench import (  # noqa: E402
     fleet_bin,
     lab_hosts,
+    precompile,
     ssh_floor_command,
     write_inventory,
 )
@@ -80,6 +81,7 @@ def main():
     parser.add_argument("--tools", default="fleet,ansible,pyinfra")
     args = parser.parse_args()
     tools = args.tools.split(",")
+    precompile()
     fleet = fleet_bin()
     subprocess.run([fleet, "lab", "up", "--hosts", str(args.hosts), "-o", "json"], check=True,
                    stdout=subprocess.DEVNULL)

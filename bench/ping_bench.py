@@ -30,6 +30,13 @@ from results import replace_section  # noqa: E402
 LAB = Path(os.environ.get("FLEET_LAB_DIR", "/var/lib/fleet-lab"))
 
 
+def precompile():
+    """Byte-compile fleet as an install would: with PYTHONDONTWRITEBYTECODE set (as here),
+    an editable checkout would otherwise recompile changed modules on every run."""
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(HERE.parent / "fleet"),
+                    str(HERE.parent / "agent_payload")], check=True, stdout=subprocess.DEVNULL)
+
+
 def fleet_bin():
     """The installed console script (its shebang names the real interpreter, no shim)."""
     candidate = Path(sys.executable).with_name("fleet")
@@ -89,6 +96,7 @@ def main():
     parser.add_argument("--sizes", default="1,8,32")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
+    precompile()
     fleet = fleet_bin()
     subprocess.run([fleet, "lab", "up", "--hosts", str(max(sizes)), "-o", "json"], check=True,
                    stdout=subprocess.DEVNULL)
