@@ -16,8 +16,9 @@ channel at once and each can be cancelled by id. This module is shared verbatim 
 the controller (which imports it from the package) and the host.
 """
 
-import json
 import struct
+
+from agent_payload import jsonwire
 
 HEADER = struct.Struct(">IBI")
 MSG = 1
@@ -41,13 +42,13 @@ def encode(kind, req_id, body=b""):
 
 def encode_msg(req_id, obj):
     """Return the bytes of one MSG frame carrying ``obj`` as JSON."""
-    return encode(MSG, req_id, json.dumps(obj, separators=(",", ":")).encode())
+    return encode(MSG, req_id, jsonwire.dumps(obj).encode())
 
 
 def decode_msg(body):
     """Parse a MSG body; raise ProtocolError when it is not a JSON object."""
     try:
-        obj = json.loads(body.decode())
+        obj = jsonwire.loads(body.decode())
     except (UnicodeDecodeError, ValueError) as exc:
         raise ProtocolError(f"bad message: {exc}") from None
     if not isinstance(obj, dict):

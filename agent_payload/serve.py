@@ -8,13 +8,11 @@ corrupt the channel: the protocol keeps private copies of fds 0 and 1, fd 1 beco
 copy of stderr and fd 0 reads /dev/null.
 """
 
-import importlib
 import os
-import queue
 import sys
-import threading
 
-from agent_payload import argspec, protocol
+from agent_payload import argspec, protocol, threads
+from agent_payload.threads import InputTimeout  # noqa: F401 - what read_data raises
 
 # While a request runs, the host says it is alive this often, so the controller can tell
 # a long, quiet command from a host that dropped off the network.
@@ -36,8 +34,8 @@ class Context:
         self.req_id = req_id
         self.check_mode = check_mode
         self.diff_mode = diff_mode
-        self.cancel_event = threading.Event()
-        self._input = queue.Queue()
+        self.cancel_event = threads.Event()
+        self._input = threads.Inbox()
         self.extra = {}
 
     @property
@@ -64,7 +62,7 @@ class Context:
     def read_data(self, timeout=None):
         """Return the next chunk of this request's input stream, b'' at its end.
 
-        Raises queue.Empty when ``timeout`` passes first.
+        Raises InputTimeout when ``timeout`` passes first.
         """
         return self._input.get(timeout=timeout)
 
@@ -87,9 +85,9 @@ class Server:
     def __init__(self, reader, writer, info):
         self._read = reader
         self._writer = writer
-        self._write_lock = threading.Lock()
+        self._write_lock = threads.allocate_lock()
         self._requests = {}
-        self._requests_lock = threading.Lock()
+        self._requests_lock = threads.allocate_lock()
         self.info = info
 
     def send(self, kind, req_id, body=b""):
@@ -117,8 +115,8 @@ class Server:
     def serve(self):
         """Answer requests until the controller closes the channel."""
         self.send_msg(0, dict(self.info, ev="hello", heartbeat=HEARTBEAT_SECONDS))
-        stop = threading.Event()
-        threading.Thread(target=self._heartbeat, args=(stop,), daemon=True).start()
+        stop = threads.Event()
+        threads.start(self._heartbeat, stop)
         try:
             self._serve_frames()
         finally:
@@ -161,8 +159,7 @@ class Server:
             ctx = Context(self, req_id, bool(msg.get("check")), bool(msg.get("diff")))
             with self._requests_lock:
                 self._requests[req_id] = ctx
-            worker = threading.Thread(target=self._run, args=(ctx, msg), daemon=True)
-            worker.start()
+            threads.start(self._run, ctx, msg)
         elif op == "cancel":
             ctx = self._get(req_id)
             if ctx is not None:
@@ -196,7 +193,7 @@ def call_module(name, params, ctx):
     """Validate params against the module's ARGUMENT_SPEC and run it."""
     if name not in MODULE_NAMES:
         return {"failed": True, "changed": False, "msg": f"unknown module {name!r}"}
-    module = importlib.import_module("agent_payload.modules." + name)
+    module = _import("agent_payload.modules." + name)
     try:
         checked = argspec.validate(module.ARGUMENT_SPEC, params)
     except argspec.ArgumentError as exc:
@@ -205,6 +202,12 @@ def call_module(name, params, ctx):
     result.setdefault("changed", False)
     result.setdefault("failed", False)
     return result
+
+
+def _import(name):
+    """importlib.import_module without importing importlib's extras."""
+    __import__(name)
+    return sys.modules[name]
 
 
 def main(cache_state="cached", version=""):

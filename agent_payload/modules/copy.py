@@ -57,7 +57,6 @@ state and backup_file when a backup was made.
 import hashlib
 import json
 import os
-import queue
 import re
 import shlex
 import shutil
@@ -77,6 +76,7 @@ from agent_payload.modules._fileattrs import (
     path_info,
     reason,
 )
+from agent_payload.threads import InputTimeout
 
 ARGUMENT_SPEC = {
     "src": {"type": "path"},
@@ -224,7 +224,7 @@ def _chunks(ctx, source, dest):
         ctx.check_cancelled()
         try:
             chunk = ctx.read_data(timeout=READ_POLL)
-        except queue.Empty:
+        except InputTimeout:
             idle += READ_POLL
             if idle >= IDLE_LIMIT:
                 raise Failure(f"no content for {dest} from the controller "

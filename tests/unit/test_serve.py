@@ -384,7 +384,7 @@ def test_context_helpers():
     assert ctx.payload_info == {"version": "v", "cache": "uploaded"}
     ctx.progress(pct=50)
     assert server.sent == [(MSG, 4, {"pct": 50, "ev": "progress"})]
-    with pytest.raises(queue.Empty):
+    with pytest.raises(serve.InputTimeout):
         ctx.read_data(timeout=0.01)
     ctx.feed(b"abc")
     assert ctx.read_data(timeout=1) == b"abc"
