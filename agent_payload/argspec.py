@@ -8,8 +8,6 @@ dicts, or for lists of dicts) and ``no_log`` (the value is a secret: never echoe
 filled, or raises ArgumentError with one line naming the option.
 """
 
-import copy
-
 TRUE_STRINGS = ("yes", "on", "1", "true", "y", "t")
 FALSE_STRINGS = ("no", "off", "0", "false", "n", "f")
 
@@ -111,7 +109,10 @@ def validate(spec, params, prefix=""):
                 raise ArgumentError(f"missing required parameter {label!r}")
             # A copy: a module that changes its params must not change the spec.
             default = option.get("default")
-            result[name] = copy.deepcopy(default) if isinstance(default, (list, dict)) else default
+            if isinstance(default, (list, dict)):
+                import copy
+                default = copy.deepcopy(default)
+            result[name] = default
             if result[name] is None:
                 continue
         value = _convert(option.get("type", "str"), result[name], label, option)

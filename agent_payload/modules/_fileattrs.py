@@ -10,13 +10,22 @@ one line naming the path.
 import grp
 import os
 import pwd
-import re
 import stat
 
 PERM_BITS = 0o7777
-_OCTAL = re.compile(r"^(0o|0)?[0-7]+$")
-_CLAUSE = re.compile(r"^([ugoa]*)((?:[-+=][rwxXstugo]*)+)$")
-_ACTION = re.compile(r"([-+=])([rwxXstugo]*)")
+_CLAUSE = r"^([ugoa]*)((?:[-+=][rwxXstugo]*)+)$"
+_ACTION = r"([-+=])([rwxXstugo]*)"
+
+
+def _regex():
+    # Only symbolic modes need it; the payload keeps re out of its start-up.
+    import re
+    return re
+
+
+def _is_octal(text):
+    digits = text[2:] if text.startswith("0o") else text
+    return bool(digits) and all(c in "01234567" for c in digits)
 _CLASS_MASK = {"u": stat.S_IRWXU | stat.S_ISUID,
                "g": stat.S_IRWXG | stat.S_ISGID,
                "o": stat.S_IRWXO | stat.S_ISVTX}
@@ -78,12 +87,12 @@ def check_mode_value(value, path=""):
             return value
         raise Failure(f"mode {value!r}{where} is out of range (only permission bits allowed)")
     text = str(value).strip()
-    if _OCTAL.match(text):
+    if _is_octal(text):
         mode = int(text[2:] if text.startswith("0o") else text, 8)
         if mode > PERM_BITS:
             raise Failure(f"mode {text!r}{where} is out of range (only permission bits allowed)")
         return mode
-    if text and all(_CLAUSE.match(clause) for clause in text.split(",")):
+    if text and all(_regex().match(_CLAUSE, clause) for clause in text.split(",")):
         return text
     raise Failure(f"mode {text!r}{where} must be in octal or symbolic form")
 
@@ -120,11 +129,11 @@ def resolve_mode(value, st_mode, umask=None):
     mode = stat.S_IMODE(st_mode)
     is_dir = stat.S_ISDIR(st_mode)
     for clause in value.split(","):
-        match = _CLAUSE.match(clause)
+        match = _regex().match(_CLAUSE, clause)
         who, actions = match.group(1), match.group(2)
         use_umask = who == ""
         classes = "ugo" if (who == "" or "a" in who) else who
-        for op, perms in _ACTION.findall(actions):
+        for op, perms in _regex().findall(_ACTION, actions):
             for cls in classes:
                 bits = _class_bits(cls, perms, mode, is_dir, use_umask, umask)
                 if op == "=":

@@ -29,8 +29,6 @@ Each stream keeps at most its first OUTPUT_LIMIT bytes (a warning says so).
 """
 
 import datetime
-import glob
-import json
 import os
 import selectors
 import shlex
@@ -38,7 +36,7 @@ import signal
 import subprocess
 import threading
 
-from agent_payload import protocol
+from agent_payload import jsonwire, protocol
 from agent_payload.modules._fileattrs import expand
 
 ARGUMENT_SPEC = {
@@ -158,7 +156,7 @@ def _text(data, strip):
 
 def _fit(result, warnings):
     """Shrink stdout/stderr until the result fits in one protocol frame."""
-    while len(json.dumps(result)) > RESULT_BUDGET:
+    while len(jsonwire.dumps(result)) > RESULT_BUDGET:
         longest = max(("stdout", "stderr"), key=lambda k: len(result[k]))
         half = len(result[longest]) // 2
         result[longest] = result[longest][:half]
@@ -170,6 +168,8 @@ def skip_reason(params, chdir, check_mode):
     """The Ansible message and stdout when creates/removes say not to run, else None."""
     would = "Would" if check_mode else "Did"
     creates, removes = expand(params.get("creates")), expand(params.get("removes"))
+    if creates or removes:
+        import glob  # only creates/removes need it
     if creates:
         pattern = os.path.join(chdir, creates) if chdir else creates
         if glob.glob(pattern):

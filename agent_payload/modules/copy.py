@@ -55,16 +55,11 @@ state and backup_file when a backup was made.
 """
 
 import hashlib
-import json
 import os
-import re
-import shlex
-import shutil
 import stat
-import tempfile
 import time
 
-from agent_payload.modules import command
+from agent_payload import jsonwire
 from agent_payload.modules._fileattrs import (
     Failure,
     apply_attrs,
@@ -101,7 +96,8 @@ CHUNK = 1024 * 1024
 DIFF_LIMIT = 64 * 1024  # bytes: larger content gets a summary in diffs
 READ_POLL = 1.0  # seconds between looks at the cancel flag while waiting for content
 IDLE_LIMIT = 300  # seconds without a chunk before giving up on the controller
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+def _is_sha256(text):
+    return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
 
 
 class _Source:
@@ -117,7 +113,7 @@ def _source(params):
     digest = params.get("_checksum")
     if digest is not None:
         digest = digest.strip().lower()
-        if not _SHA256.match(digest):
+        if not _is_sha256(digest):
             raise Failure(f"_checksum for {params['dest']} is not a sha256 hex digest")
         size = params.get("_size")
         if size is not None and size < 0:
@@ -128,7 +124,7 @@ def _source(params):
         raise Failure(f"copy to {params['dest']} needs content (src is read by the "
                       "controller, which sends _checksum and _size)")
     if isinstance(content, (dict, list)):
-        content = json.dumps(content)
+        content = jsonwire.dumps(content)
     data = content if isinstance(content, bytes) else str(content).encode()
     return _Source(hashlib.sha256(data).hexdigest(), len(data), data)
 
@@ -258,6 +254,9 @@ def _receive(ctx, source, dest, fd, keep):
 
 
 def _validate(ctx, validate, tmp, dest):
+    import shlex  # only validate needs these; the payload keeps its start-up small
+
+    from agent_payload.modules import command
     args = shlex.split(validate.replace("%s", shlex.quote(tmp)))
     outcome = command.execute({}, ctx, args)
     if outcome.get("rc") != 0:
@@ -271,6 +270,7 @@ def _backup(target):
     """Copy ``target`` aside as Ansible names backups; return the backup's path."""
     backup = "{}.{}.{}".format(target, os.getpid(), time.strftime("%Y-%m-%d@%H:%M:%S~"))
     try:
+        import shutil
         shutil.copy2(target, backup)
     except OSError as exc:
         raise Failure(f"cannot back up {target} to {backup}: {reason(exc)}") from None
@@ -294,6 +294,7 @@ def _write(ctx, params, source, dest, target, st, attrs, result):
     """Stream the content into a temp file beside ``target`` and rename it over."""
     directory = os.path.dirname(target) or "."
     try:
+        import tempfile
         fd, tmp = tempfile.mkstemp(prefix=".fleet-copy-", dir=directory)
     except OSError as exc:
         raise Failure(f"cannot create a temp file in {directory}: {reason(exc)}") from None

@@ -39,7 +39,6 @@ size and, for links, src.
 """
 
 import os
-import shutil
 import time
 
 from agent_payload.modules._fileattrs import (
@@ -179,6 +178,7 @@ def ensure_absent(job, path):
     if not job.check:
         try:
             if prev == "directory":
+                import shutil
                 shutil.rmtree(path)
             else:
                 os.unlink(path)

@@ -73,7 +73,8 @@ def batches(hosts, serial):
 
 
 def _run_batch(ctx, play, play_hosts, hosts):
-    from fleet.playbook import load_vars_files
+    from fleet.playbook import PlaybookError, load_vars_files
+    from fleet.templating import TemplateError
     from fleet.variables import PlayHosts
 
     ctx.reporter.play_start(play, hosts)
@@ -83,8 +84,13 @@ def _run_batch(ctx, play, play_hosts, hosts):
         active=[h for h in play_hosts if h not in ctx.gone])
     ctx.hostvars.play_context(play)
     if play.vars_files and hosts:
-        ctx.hostvars.play_context(play, load_vars_files(
-            play, ctx.playbook_dir, ctx.hostvars.for_play(hosts[0])))
+        try:
+            ctx.hostvars.play_context(play, load_vars_files(
+                play, ctx.playbook_dir, ctx.hostvars.for_play(hosts[0])))
+        except (PlaybookError, TemplateError) as exc:  # a templated vars_files path
+            for host in hosts:
+                _record(ctx, states, TaskResult(host, "vars_files", str(play.origin), FAILED,
+                                                {"failed": True, "msg": str(exc)}))
     if play.gather_facts:
         _gather_facts(ctx, play, states)
     for section in SECTIONS:
