@@ -30,13 +30,12 @@ Each stream keeps at most its first OUTPUT_LIMIT bytes (a warning says so).
 
 import datetime
 import os
-import selectors
+import select
 import shlex
 import signal
-import subprocess
-import threading
+import time
 
-from agent_payload import jsonwire, protocol
+from agent_payload import jsonwire, protocol, threads
 from agent_payload.modules._fileattrs import expand
 
 ARGUMENT_SPEC = {
@@ -74,79 +73,154 @@ class _Output:
             self.data += chunk[:room]
 
 
-def _drain(proc, ctx, outputs):
+class _Child:
+    """A started command in its own session, with its stdout and stderr pipes.
+
+    Without chdir it is started with posix_spawn, which needs neither the subprocess
+    module (threading, locale, selectors... at every payload start) nor a fork of this
+    multi-threaded process; with chdir, subprocess does the work.
+    """
+
+    def __init__(self, argv, chdir, with_stdin):
+        self.returncode = None
+        self._popen = None
+        if chdir or not hasattr(os, "posix_spawnp"):
+            import subprocess
+            self._popen = subprocess.Popen(
+                argv, cwd=chdir or None, start_new_session=True,
+                stdin=subprocess.PIPE if with_stdin else subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            self.pid = self._popen.pid
+            # Plain descriptors of our own, as on the posix_spawn path.
+            self.stdin, self.stdout, self.stderr = (
+                _take_fd(self._popen.stdin), _take_fd(self._popen.stdout),
+                _take_fd(self._popen.stderr))
+            return
+        child_in, self.stdin = os.pipe() if with_stdin else (None, None)
+        self.stdout, out_w = os.pipe()
+        self.stderr, err_w = os.pipe()
+        ours = [fd for fd in (self.stdin, self.stdout, self.stderr) if fd is not None]
+        actions = [(os.POSIX_SPAWN_DUP2, out_w, 1), (os.POSIX_SPAWN_DUP2, err_w, 2)]
+        if child_in is not None:
+            actions.append((os.POSIX_SPAWN_DUP2, child_in, 0))
+        else:
+            actions.append((os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0))
+        actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in ours]
+        try:
+            self.pid = os.posix_spawnp(argv[0], argv, os.environ, file_actions=actions,
+                                       setsid=True)
+        except BaseException:
+            for fd in ours:
+                os.close(fd)
+            raise
+        finally:
+            for fd in (child_in, out_w, err_w):
+                if fd is not None:
+                    os.close(fd)
+
+    def poll(self):
+        """The exit code once the command has ended (negative: killed by that signal)."""
+        if self.returncode is None:
+            if self._popen is not None:
+                self.returncode = self._popen.poll()
+            else:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+                if pid:
+                    self.returncode = (os.WEXITSTATUS(status) if os.WIFEXITED(status)
+                                       else -os.WTERMSIG(status))
+        return self.returncode
+
+    def wait(self, timeout=None, ctx=None):
+        """Wait for the end (up to ``timeout`` s); False when cancelled or still running."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.0005
+        while self.poll() is None:
+            if ctx is not None and ctx.cancelled():
+                return False
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(delay)
+            delay = min(delay * 2, POLL)
+        return True
+
+    def close(self):
+        for fd in (self.stdout, self.stderr):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def _take_fd(pipe):
+    """A duplicate of a Popen pipe's descriptor, the pipe object itself closed."""
+    if pipe is None:
+        return None
+    fd = os.dup(pipe.fileno())
+    pipe.close()
+    return fd
+
+
+def _drain(child, ctx, outputs):
     """Read stdout and stderr until both end, then reap the process; False if cancelled.
 
-    One selector loop in the request's own thread: no reader threads to start per
+    One poll loop in the request's own thread: no reader threads to start per
     command, which matters when a playbook runs many short commands on many hosts.
     Children that keep a pipe open keep the command running, as in Ansible.
     """
-    selector = selectors.DefaultSelector()
-    for pipe, output in zip((proc.stdout, proc.stderr), outputs):
-        selector.register(pipe, selectors.EVENT_READ, output)
-    try:
-        while selector.get_map():
-            if ctx.cancelled():
-                return False
-            for key, _ in selector.select(POLL):
-                try:
-                    chunk = os.read(key.fd, 65536)
-                except OSError:
-                    chunk = b""
-                if chunk:
-                    key.data.add(chunk)
-                else:
-                    selector.unregister(key.fileobj)
-                    key.fileobj.close()
-    finally:
-        selector.close()
-    while True:
+    poller = select.poll()
+    streams = {child.stdout: outputs[0], child.stderr: outputs[1]}
+    for fd in streams:
+        poller.register(fd, select.POLLIN)
+    while streams:
         if ctx.cancelled():
             return False
-        try:
-            proc.wait(POLL)
-            return True
-        except subprocess.TimeoutExpired:
-            continue
+        for fd, _ in poller.poll(int(POLL * 1000)):
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:
+                chunk = b""
+            if chunk:
+                streams[fd].add(chunk)
+            else:
+                poller.unregister(fd)
+                del streams[fd]
+    return child.wait(ctx=ctx)
 
 
-def _feed(pipe, data):
+def _feed(fd, data):
     try:
-        pipe.write(data)
-    except (BrokenPipeError, OSError):
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    except OSError:
         pass
     finally:
         try:
-            pipe.close()
+            os.close(fd)
         except OSError:
             pass
 
 
-def _signal_group(proc, signum):
+def _signal_group(child, signum):
     try:
-        os.killpg(proc.pid, signum)
+        os.killpg(child.pid, signum)
     except (ProcessLookupError, PermissionError):
         pass
 
 
-def _kill_group(proc):
+def _kill_group(child):
     """SIGTERM the command's process group, SIGKILL it if it lingers."""
-    _signal_group(proc, signal.SIGTERM)
-    try:
-        proc.wait(GRACE)
-    except subprocess.TimeoutExpired:
-        pass
-    _signal_group(proc, signal.SIGKILL)
-    proc.wait()
+    _signal_group(child, signal.SIGTERM)
+    if not child.wait(GRACE):
+        _signal_group(child, signal.SIGKILL)
+        child.wait()
 
 
-def _cancelled(ctx, proc):
-    _kill_group(proc)
-    for pipe in (proc.stdout, proc.stderr):
-        if not pipe.closed:
-            pipe.close()
+def _cancelled(ctx, child):
+    _kill_group(child)
+    child.close()
     ctx.check_cancelled()  # raises serve.Cancelled: the server answers "cancelled"
-    return {"failed": True, "changed": False, "msg": "cancelled", "rc": proc.returncode}
+    return {"failed": True, "changed": False, "msg": "cancelled", "rc": child.returncode}
 
 
 def _text(data, strip):
@@ -217,18 +291,17 @@ def execute(params, ctx, args, shell=None):
     argv = [shell, "-c", args] if shell else args
     start = datetime.datetime.now()
     try:
-        proc = subprocess.Popen(argv, cwd=chdir or None, start_new_session=True,
-                                stdin=subprocess.PIPE if data is not None else subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        child = _Child(argv, chdir, data is not None)
     except OSError as exc:
         result.update(failed=True, rc=exc.errno or 2, msg=str(exc),
                       stdout_lines=[], stderr_lines=[])
         return result
     outputs = [_Output(), _Output()]
     if data is not None:
-        threading.Thread(target=_feed, args=(proc.stdin, data), daemon=True).start()
-    if not _drain(proc, ctx, outputs):
-        return _cancelled(ctx, proc)
+        threads.start(_feed, child.stdin, data)
+    if not _drain(child, ctx, outputs):
+        return _cancelled(ctx, child)
+    child.close()
     end = datetime.datetime.now()
 
     strip = params.get("strip_empty_ends", True)
@@ -239,12 +312,12 @@ def execute(params, ctx, args, shell=None):
         if output.total > len(output.data):
             warnings.append(f"{key} cut to its first {len(output.data)} of "
                             f"{output.total} bytes")
-    result.update(changed=True, rc=proc.returncode, start=str(start), end=str(end),
+    result.update(changed=True, rc=child.returncode, start=str(start), end=str(end),
                   delta=str(end - start))
     _fit(result, warnings)
     if warnings:
         result["warnings"] = warnings
-    if proc.returncode != 0:
+    if child.returncode != 0:
         result.update(failed=True, msg="non-zero return code")
     return result
 
