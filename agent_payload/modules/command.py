@@ -107,7 +107,7 @@ class _Child:
             actions.append((os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0))
         actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in ours]
         try:
-            self.pid = os.posix_spawnp(argv[0], argv, os.environ, file_actions=actions,
+            self.pid = os.posix_spawnp(argv[0], argv, _environment(), file_actions=actions,
                                        setsid=True)
         except BaseException:
             for fd in ours:
@@ -133,7 +133,7 @@ class _Child:
     def wait(self, timeout=None, ctx=None):
         """Wait for the end (up to ``timeout`` s); False when cancelled or still running."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        delay = 0.0005
+        delay = 0.0001  # a command whose pipes just closed is usually gone a moment later
         while self.poll() is None:
             if ctx is not None and ctx.cancelled():
                 return False
@@ -149,6 +149,17 @@ class _Child:
                 os.close(fd)
             except OSError:
                 pass
+
+
+_ENVIRONMENT = []
+
+
+def _environment():
+    """The payload's environment as a plain dict, made once: posix_spawn converts an
+    os.environ mapping entry by entry on every call."""
+    if not _ENVIRONMENT:
+        _ENVIRONMENT.append(dict(os.environ))
+    return _ENVIRONMENT[0]
 
 
 def _take_fd(pipe):
