@@ -23,6 +23,7 @@ class TextReporter(Reporter):
         self.task_name = ""
         self.expected = 0
         self.done = 0
+        self.states = {}  # host -> status of the running task ("" while pending)
         if live:
             from rich.live import Live
             self.live = Live("", console=self.console.console, transient=True,
@@ -34,28 +35,35 @@ class TextReporter(Reporter):
             self.live.stop()
 
     def _status(self):
-        if self.live is not None:
-            from rich.spinner import Spinner
-            self.live.update(Spinner("dots", f" {escape(self.task_name)}: "
-                                     f"{self.done}/{self.expected} hosts"))
+        """The live region: the running task, then every host of it coloured by state."""
+        if self.live is None:
+            return
+        from rich.console import Group
+        from rich.spinner import Spinner
+        from rich.text import Text
+        hosts = Text()
+        for host, status in self.states.items():
+            hosts.append(host + " ", style=STYLE.get(status, "dim"))
+        self.live.update(Group(Spinner("dots", f" {escape(self.task_name)}: "
+                                               f"{self.done}/{self.expected} hosts"), hosts))
+
+    def _start(self, name, hosts, heading):
+        with self.lock:
+            self.task_name = name
+            self.expected, self.done = len(hosts), 0
+            self.states = {host: "" for host in hosts}
+            self.console.print(f"[bold]{heading} {escape(f'[{name}]')}[/bold]")
+            self._status()
 
     def play_start(self, play, hosts):
         self.console.print(f"\n[bold]PLAY {escape(f'[{play.name}]')}[/bold] "
                            f"({len(hosts)} host{'s' if len(hosts) != 1 else ''})")
 
     def task_start(self, task, hosts):
-        with self.lock:
-            self.task_name = task.name or task.action
-            self.expected, self.done = len(hosts), 0
-            self.console.print(f"[bold]TASK {escape(f'[{self.task_name}]')}[/bold]")
-            self._status()
+        self._start(task.name or task.action, hosts, "TASK")
 
     def handler_start(self, handler, hosts):
-        with self.lock:
-            self.task_name = handler.name or handler.action
-            self.expected, self.done = len(hosts), 0
-            self.console.print(f"[bold]RUNNING HANDLER {escape(f'[{self.task_name}]')}[/bold]")
-            self._status()
+        self._start(handler.name or handler.action, hosts, "RUNNING HANDLER")
 
     def host_result(self, result):
         status = result.status
@@ -70,6 +78,7 @@ class TextReporter(Reporter):
             line += f" {label}"
         with self.lock:
             self.done += 1
+            self.states[result.host] = status
             self.console.print(line)
             if self.options.verbosity:
                 self.console.print(escape(json.dumps(result.result, indent=2, default=str)))
