@@ -11,12 +11,16 @@ import click
 COMMANDS = {
     "apply": ("fleet.cli.apply", "apply"),
     "lab": ("fleet.cli.lab", "lab"),
+    "login": ("fleet.cli.login", "login"),
+    "logout": ("fleet.cli.login", "logout"),
     "ping": ("fleet.cli.ping", "ping"),
     "inventory": ("fleet.cli.inventory", "inventory"),
 }
 SUMMARIES = {
     "apply": "Run a playbook on the inventory's hosts (check, diff, tags, limit).",
     "lab": "Simulated hosts and registries on this machine (up, down, status).",
+    "login": "Store registry credentials for image pulls (like docker login).",
+    "logout": "Forget a registry's stored credentials.",
     "ping": "Reach hosts over SSH, start the payload, show their facts.",
     "inventory": "Show an inventory as ansible-inventory does (--list, --graph, --host).",
 }
