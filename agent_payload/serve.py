@@ -10,6 +10,7 @@ copy of stderr and fd 0 reads /dev/null.
 
 import os
 import sys
+import time
 
 from agent_payload import argspec, protocol, threads
 from agent_payload.threads import InputTimeout  # noqa: F401 - what read_data raises
@@ -17,6 +18,8 @@ from agent_payload.threads import InputTimeout  # noqa: F401 - what read_data ra
 # While a request runs, the host says it is alive this often, so the controller can tell
 # a long, quiet command from a host that dropped off the network.
 HEARTBEAT_SECONDS = 1.0
+# How long requests get to wind down after the controller went away.
+CANCEL_GRACE_SECONDS = 5.0
 
 # Modules the controller may call; nothing else under agent_payload is importable by name.
 MODULE_NAMES = ("facts", "ping", "command", "shell", "file", "copy")
@@ -143,11 +146,18 @@ class Server:
                 ctx = self._get(req_id)
                 if ctx is not None:
                     ctx.feed(body if kind == protocol.DATA else b"")
-        # The controller is gone: tell running requests to stop.
+        # The controller is gone: tell running requests to stop, and give them a moment
+        # to do so (a command kills its process group) before the process exits.
         with self._requests_lock:
             for ctx in self._requests.values():
                 ctx.cancel_event.set()
                 ctx.feed(b"")
+        deadline = time.monotonic() + CANCEL_GRACE_SECONDS
+        while time.monotonic() < deadline:
+            with self._requests_lock:
+                if not self._requests:
+                    break
+            time.sleep(0.01)
 
     def _get(self, req_id):
         with self._requests_lock:

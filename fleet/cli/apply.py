@@ -100,6 +100,9 @@ def apply(playbook, inventory_path, limit, forks, output, check, diff, tags, ski
         reporter = TextReporter(options, sys.stdout.isatty())
         try:
             stats = run_playbook(book, inventory, options, reporter)
+        except KeyboardInterrupt:
+            click.echo("interrupted: running tasks were cancelled on the hosts", err=True)
+            sys.exit(130)
         finally:
             reporter.close()
     sys.exit(exit_code(stats))

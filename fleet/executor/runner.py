@@ -46,6 +46,12 @@ def run_playbook(playbook, inventory, options, reporter=None, connections=None):
                 ctx.stats.setdefault(host, HostStats())
             for batch in batches(hosts, play.serial):
                 _run_batch(ctx, play, hosts, batch)
+    except KeyboardInterrupt:
+        # Closing the sessions first ends every wait on a host at once; each payload
+        # sees its channel close and cancels what it was running.
+        connections.close()
+        ctx.pool.shutdown(wait=False, cancel_futures=True)
+        raise
     finally:
         ctx.pool.shutdown(wait=True)
         connections.close()

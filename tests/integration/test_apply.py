@@ -137,3 +137,39 @@ def test_a_host_that_drops_off_is_unreachable_and_others_finish(tmp_path):
     finally:
         lab_lib.down(config)
     assert leftovers(config) == []
+
+
+def test_interrupt_cancels_what_runs_on_the_hosts(lab, lab_inventory, tmp_path):
+    import signal
+    config, state = lab
+    marker = f"fleet-test-int-{uuid.uuid4().hex[:8]}"
+    book = write_playbook(tmp_path, f"""
+        - hosts: all
+          gather_facts: false
+          tasks:
+            - shell: "sleep 30; true {marker}"
+        """)
+    proc = subprocess.Popen([sys.executable, "-m", "fleet", "apply", book, "-i", lab_inventory],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 20
+        running = []
+        while time.monotonic() < deadline:  # wait until the command runs everywhere
+            # [s]: the pattern must not match the shell that runs pgrep.
+            running = [ssh_run(config, h.address, f"pgrep -fc '[s]leep 30; true {marker}' || true")
+                       .strip() for h in state.hosts]
+            if all(n != "0" for n in running):
+                break
+            time.sleep(0.2)
+        assert running and all(n != "0" for n in running), running
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, out
+    time.sleep(1.5)
+    for host in state.hosts:
+        assert ssh_run(config, host.address, f"pgrep -fc '[s]leep 30; true {marker}' || true") \
+            .strip() == "0"
