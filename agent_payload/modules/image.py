@@ -1,0 +1,162 @@
+"""image: pull an image into the host's content store, or remove it.
+
+Options:
+  name: the image reference as Docker users write it (busybox, host:port/repo:tag,
+      repo@sha256:...).
+  state: present (default) or absent.
+  pull: missing (default: only when the store lacks the image) or always (ask the
+      registry, and pull when its manifest changed).
+  platform: os/arch[/variant] to pull instead of the host's own.
+  registry_auth: {username, password} for the image's registry (never echoed).
+  insecure_registries: registries (host:port) reached over plain HTTP.
+  ca_file: a CA bundle on the host to verify the registry's TLS certificate.
+  store: the content store's root (default /var/lib/fleet).
+
+Layers are fetched (verified by digest, resumable), unpacked once per chain id into
+overlay lower directories shared between images, and checked against the config's
+rootfs.diff_ids; a failed pull leaves the store as it was. Progress events:
+``{layer, done, total}`` while downloading, ``{layer, status}`` per layer.
+
+Returns ``image``: the image as docker inspect shows it (Id, RepoTags, RepoDigests,
+Created, Architecture, Os, Config, RootFS, Size).
+"""
+
+from agent_payload.oci.platform import PlatformError, parse_platform
+from agent_payload.oci.reference import ReferenceError, parse_reference
+from agent_payload.oci.registry import RegistryClient, RegistryError
+from agent_payload.oci.store import Store, StoreError
+from agent_payload.oci.unpack import UnpackError, chain_id, unpack_layer
+
+ARGUMENT_SPEC = {
+    "name": {"type": "str", "required": True},
+    "state": {"type": "str", "default": "present", "choices": ["present", "absent"]},
+    "pull": {"type": "str", "default": "missing", "choices": ["missing", "always"]},
+    "platform": {"type": "str"},
+    "registry_auth": {"type": "dict", "no_log": True, "options": {
+        "username": {"type": "str", "required": True},
+        "password": {"type": "str", "required": True, "no_log": True}}},
+    "insecure_registries": {"type": "list", "elements": "str", "default": []},
+    "ca_file": {"type": "path"},
+    "store": {"type": "path", "default": "/var/lib/fleet"},
+}
+
+
+def compression_of(media_type):
+    """gzip / zstd / none from a layer's media type."""
+    if media_type.endswith("gzip"):
+        return "gzip"
+    if media_type.endswith("zstd"):
+        return "zstd"
+    return "none"
+
+
+def inspect(record):
+    """The image as docker inspect shows it."""
+    config = record.get("config") or {}
+    return {
+        "Id": record["id"],
+        "RepoTags": list(record.get("repo_tags") or []),
+        "RepoDigests": list(record.get("repo_digests") or []),
+        "Created": config.get("created"),
+        "Architecture": config.get("architecture"),
+        "Variant": config.get("variant"),
+        "Os": config.get("os"),
+        "Config": config.get("config") or {},
+        "RootFS": {"Type": "layers", "Layers": list((config.get("rootfs") or {})
+                                                     .get("diff_ids") or [])},
+        "Size": record.get("size", 0),
+    }
+
+
+def run(params, ctx):
+    """Make the image present (pulling what is missing) or absent."""
+    try:
+        ref = parse_reference(params["name"])
+        platform = parse_platform(params["platform"]) if params.get("platform") else None
+    except (ReferenceError, PlatformError) as exc:
+        return {"failed": True, "changed": False, "msg": str(exc)}
+    try:
+        store = Store(params["store"])
+        with store.lock():
+            if params["state"] == "absent":
+                return _remove(store, ref, ctx)
+            return _present(store, ref, platform, params, ctx)
+    except (RegistryError, StoreError, UnpackError) as exc:
+        return {"failed": True, "changed": False, "msg": str(exc)}
+
+
+def _remove(store, ref, ctx):
+    record = store.find_image(str(ref))
+    if record is None:
+        return {"changed": False, "msg": f"{ref.familiar} is not present"}
+    if not ctx.check_mode:
+        store.remove_image(record["id"])
+        store.gc()
+    return {"changed": True, "image": inspect(record)}
+
+
+def _tag(ref):
+    return str(ref).split("@")[0] if ref.tag else None
+
+
+def _present(store, ref, platform, params, ctx):
+    existing = store.find_image(str(ref))
+    if existing is not None and params["pull"] == "missing":
+        return {"changed": False, "image": inspect(existing)}
+    if ctx.check_mode and existing is None:
+        return {"changed": True, "msg": f"would pull {ref.familiar}"}
+    auth = params.get("registry_auth")
+    client = RegistryClient(
+        ref, credentials=(auth["username"], auth["password"]) if auth else None,
+        insecure_registries=params["insecure_registries"], ca_file=params.get("ca_file"))
+    manifest_digest, manifest, config, layers = client.resolve(ref, platform)
+    image_id = manifest["config"]["digest"]
+    repo_digest = f"{ref.registry}/{ref.repository}@{manifest_digest}"
+    if existing is not None and existing.get("manifest_digest") == manifest_digest:
+        return {"changed": False, "image": inspect(existing)}
+    if ctx.check_mode:
+        return {"changed": True, "msg": f"would pull {ref.familiar} ({manifest_digest})"}
+    diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
+    if len(diff_ids) != len(layers):
+        raise RegistryError(f"pull {ref.familiar}: the config lists {len(diff_ids)} layers, "
+                            f"the manifest {len(layers)}")
+    chains, size = [], 0
+    for index, layer in enumerate(layers):
+        ctx.check_cancelled()
+        chains.append(chain_id(diff_ids[:index + 1]))
+        size += int(layer.get("size") or 0)
+        _pull_layer(store, client, ref, layer, diff_ids[index], chains[-1], ctx)
+    tags = [t for t in [_tag(ref)] if t]
+    if store.find_image(image_id) is not None:
+        old = store.load_image(image_id)
+        tags = sorted(set(tags) | set(old.get("repo_tags") or []))
+    record = {"id": image_id, "manifest_digest": manifest_digest, "config": config,
+              "config_digest": image_id, "repo_tags": tags, "repo_digests": [repo_digest],
+              "layers": chains, "blobs": [layer["digest"] for layer in layers], "size": size}
+    store.save_image(record)
+    return {"changed": True, "image": inspect(record)}
+
+
+def _pull_layer(store, client, ref, layer, diff_id, chain, ctx):
+    digest = layer["digest"]
+    if store.has_layer(chain):
+        ctx.progress(layer=digest, status="exists")
+        return
+    if not store.has_blob(digest):
+        def progress(done, total):
+            ctx.progress(layer=digest, done=done, total=total)
+        with store.blob_writer(digest, layer.get("size")) as blob:
+            client.fetch_blob(ref, layer, blob, progress=progress, cancelled=ctx.cancelled)
+    ctx.progress(layer=digest, status="unpacking")
+
+    def unpack(tmp_dir):
+        with open(store.blob_path(digest), "rb") as handle:
+            stats = unpack_layer(handle, tmp_dir, compression_of(layer.get("mediaType", "")),
+                                 digest)
+        if stats["diff_id"] != diff_id:
+            raise UnpackError(f"layer {digest} of {ref.familiar}: its content is "
+                              f"{stats['diff_id']}, the config says {diff_id}")
+
+    store.add_layer(chain, unpack)
+    ctx.progress(layer=digest, status="done")
+

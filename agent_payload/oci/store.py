@@ -1,0 +1,361 @@
+"""The host's content store: verified blobs, unpacked layers and image records.
+
+Layout under the root (default /var/lib/fleet, mode 0700)::
+
+    blobs/sha256/<hex>               verified blobs (manifests, configs, compressed layers)
+    layers/sha256/<chainid-hex>/     unpacked layers in overlayfs format (overlay lower
+                                     dirs), named by chain id so identical stacks share
+    images/<id-hex>.json             image records
+    tmp/                             temporary area on the same filesystem
+    .lock                            flock, serializes pulls (and gc) on a host
+
+Everything is written to a temporary name under ``tmp/`` (or next to its target) and
+renamed into place, so a blob, layer dir or record that exists is complete. A blob being
+downloaded is not kept across failures: ``blob_writer`` removes its temp file on any
+exception, so an interrupted pull starts that blob again (no resume).
+
+Writers (pulls, ``save_image``, ``remove_image``, ``gc``) are expected to run inside
+``with store.lock():``. The lock is not reentrant: take it once per process.
+
+An image record is a dict with at least ``id`` ("sha256:<hex>", the config digest) and
+``layers`` (the chain ids of its layers, bottom first). Other keys a puller sets:
+``config`` (the image config), ``manifest_digest``, ``repo_tags``
+(``10.231.7.1:5000/busybox:latest``), ``repo_digests`` (``repo@sha256:...``),
+``diff_ids``, ``blobs`` (every blob digest the image uses: manifest, config, layers),
+``size`` and ``created``. ``gc`` keeps the blobs named by ``id``, ``manifest_digest``,
+``config_digest`` and ``blobs``, and the layers named by ``layers``.
+"""
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import stat
+import sys
+import tempfile
+
+DEFAULT_ROOT = "/var/lib/fleet"
+_HEX = re.compile(r"^[0-9a-f]{64}$")
+_HEX_PREFIX = re.compile(r"^[0-9a-f]{1,64}$")
+
+
+class StoreError(Exception):
+    """A store operation failed (one-line message)."""
+
+
+def _hex(digest, what="digest"):
+    """Return the hex part of a ``sha256:<64 hex>`` digest, or raise StoreError."""
+    if not isinstance(digest, str) or not digest.startswith("sha256:") or \
+            not _HEX.match(digest[7:]):
+        raise StoreError(f"invalid {what} {digest!r}: expected sha256:<64 hex digits>")
+    return digest[7:]
+
+
+def remove_tree(path):
+    """Remove a directory tree (or file), making unreadable directories removable first."""
+    def onerror(func, failed, _exc):
+        parent = os.path.dirname(failed)
+        try:
+            os.chmod(parent, 0o700)
+            if os.path.isdir(failed) and not os.path.islink(failed):
+                os.chmod(failed, 0o700)
+        except OSError:
+            pass
+        func(failed)
+
+    if os.path.isdir(path) and not os.path.islink(path):
+        # onerror is deprecated from 3.12 on, onexc does not exist before it
+        key = "onexc" if sys.version_info >= (3, 12) else "onerror"
+        shutil.rmtree(path, **{key: onerror})
+    elif os.path.lexists(path):
+        os.unlink(path)
+
+
+def _fsync_dir(path):
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class BlobFile:
+    """The writable file ``Store.blob_writer`` yields: hashes and counts what is written."""
+
+    def __init__(self, fileobj, name):
+        self._f = fileobj
+        self.name = name
+        self.hash = hashlib.sha256()
+        self.size = 0
+
+    def flush(self):
+        """Flush the temp file's buffer."""
+        self._f.flush()
+
+    def seek(self, offset, whence=0):
+        """Refused: the writer only appends (a resuming reader then starts from 0)."""
+        raise io.UnsupportedOperation("a blob writer only appends")
+
+    def write(self, data):
+        """Write bytes to the temp file, hashing them; returns the count."""
+        self._f.write(data)
+        self.hash.update(data)
+        self.size += len(data)
+        return len(data)
+
+
+class Store:
+    """A content store rooted at ``root`` (created with mode 0700 if missing)."""
+
+    def __init__(self, root=DEFAULT_ROOT):
+        self.root = os.path.abspath(root)
+        self.blobs_dir = os.path.join(self.root, "blobs", "sha256")
+        self.layers_dir = os.path.join(self.root, "layers", "sha256")
+        self.images_dir = os.path.join(self.root, "images")
+        self.tmp_dir = os.path.join(self.root, "tmp")
+        os.makedirs(self.root, mode=0o700, exist_ok=True)
+        os.chmod(self.root, 0o700)
+        for path in (self.blobs_dir, self.layers_dir, self.images_dir, self.tmp_dir):
+            os.makedirs(path, mode=0o700, exist_ok=True)
+
+    # --- lock ---------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def lock(self):
+        """Hold the store's exclusive flock (ROOT/.lock) for the ``with`` body."""
+        fd = os.open(os.path.join(self.root, ".lock"),
+                     os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield self
+        finally:
+            os.close(fd)  # releases the flock
+
+    # --- blobs --------------------------------------------------------------------------
+
+    def blob_path(self, digest):
+        """Return the path of blob ``digest`` (whether or not it is present)."""
+        return os.path.join(self.blobs_dir, _hex(digest))
+
+    def has_blob(self, digest):
+        """True when blob ``digest`` is in the store."""
+        return os.path.isfile(self.blob_path(digest))
+
+    @contextlib.contextmanager
+    def blob_writer(self, digest, size=None):
+        """Yield a BlobFile to write blob ``digest`` into; verify and rename it on exit.
+
+        On a clean exit the content's sha256 (and ``size`` when given) must match, else
+        the temp file is removed and StoreError raised; on an exception in the body the
+        temp file is removed (no partial download is kept).
+        """
+        final = self.blob_path(digest)
+        fd, tmp = tempfile.mkstemp(prefix="blob-", dir=self.tmp_dir)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                blob = BlobFile(f, tmp)
+                yield blob
+                f.flush()
+                os.fsync(f.fileno())
+            got = "sha256:" + blob.hash.hexdigest()
+            if got != digest:
+                raise StoreError(f"blob {digest}: content has digest {got} "
+                                 f"({blob.size} bytes), expected {digest}")
+            if size is not None and blob.size != size:
+                raise StoreError(f"blob {digest}: {blob.size} bytes, expected {size}")
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, final)
+            _fsync_dir(self.blobs_dir)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+    # --- layers -------------------------------------------------------------------------
+
+    def layer_path(self, chain_id):
+        """Return the dir of the layer with ``chain_id`` (whether or not it is present)."""
+        return os.path.join(self.layers_dir, _hex(chain_id, "chain id"))
+
+    def has_layer(self, chain_id):
+        """True when the layer with ``chain_id`` is unpacked (a present dir is complete)."""
+        return os.path.isdir(self.layer_path(chain_id))
+
+    def add_layer(self, chain_id, unpack_fn):
+        """Unpack a layer with ``unpack_fn(tmp_dir)`` and rename it into place; return its dir.
+
+        ``tmp_dir`` is a fresh mode-0755 directory under ROOT/tmp. When ``unpack_fn``
+        raises, the temp dir is removed and the exception propagates. When the layer
+        exists already (before, or created by another process meanwhile), ours is
+        discarded.
+        """
+        final = self.layer_path(chain_id)
+        if os.path.isdir(final):
+            return final
+        tmp = tempfile.mkdtemp(prefix="layer-", dir=self.tmp_dir)
+        try:
+            os.chmod(tmp, 0o755)
+            unpack_fn(tmp)
+            os.sync()  # the content is on disk before the name makes it look complete
+            try:
+                os.rename(tmp, final)
+            except OSError as e:
+                if e.errno in (errno.EEXIST, errno.ENOTEMPTY) and os.path.isdir(final):
+                    remove_tree(tmp)
+                    return final
+                raise StoreError(f"layer {chain_id}: cannot move into place: "
+                                 f"{e.strerror}") from None
+            _fsync_dir(self.layers_dir)
+            return final
+        except BaseException:
+            if os.path.lexists(tmp):
+                remove_tree(tmp)
+            raise
+
+    def in_use(self, chain_id):
+        """True when a container uses the layer (hook for gc; no containers yet)."""
+        return False
+
+    # --- image records ------------------------------------------------------------------
+
+    def _image_file(self, image_id):
+        return os.path.join(self.images_dir, _hex(image_id, "image id") + ".json")
+
+    def save_image(self, record):
+        """Write an image record (temp + rename); its repo tags move off other images."""
+        image_id = record.get("id")
+        path = self._image_file(image_id)
+        for chain in record.get("layers", []):
+            _hex(chain, "chain id")
+        tags = set(record.get("repo_tags") or [])
+        if tags:
+            for other in self.list_images():
+                if other["id"] == image_id:
+                    continue
+                kept = [t for t in other.get("repo_tags") or [] if t not in tags]
+                if kept != list(other.get("repo_tags") or []):
+                    other["repo_tags"] = kept
+                    self._write_record(self._image_file(other["id"]), other)
+        self._write_record(path, record)
+
+    def _write_record(self, path, record):
+        data = json.dumps(record, sort_keys=True, indent=1).encode("utf-8")
+        fd, tmp = tempfile.mkstemp(prefix="image-", dir=self.tmp_dir)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, path)
+            _fsync_dir(self.images_dir)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+    def load_image(self, image_id):
+        """Return the record of image ``image_id`` ("sha256:<hex>"); StoreError if absent."""
+        path = self._image_file(image_id)
+        try:
+            with open(path, "rb") as f:
+                return json.loads(f.read().decode("utf-8"))
+        except FileNotFoundError:
+            raise StoreError(f"no image {image_id}") from None
+        except ValueError as e:
+            raise StoreError(f"image record {path} is not valid JSON: {e}") from None
+
+    def list_images(self):
+        """Return every image record, sorted by id."""
+        records = []
+        for name in sorted(os.listdir(self.images_dir)):
+            if name.endswith(".json") and _HEX.match(name[:-5]):
+                with contextlib.suppress(StoreError):
+                    records.append(self.load_image("sha256:" + name[:-5]))
+        return records
+
+    def find_image(self, name_or_digest):
+        """Return the record matching a repo tag, repo digest, digest or id prefix, or None.
+
+        ``repo:tag`` (``repo`` alone means ``repo:latest``) matches ``repo_tags``;
+        ``repo@sha256:...`` matches ``repo_digests``; ``sha256:<hex>`` matches an id or a
+        manifest digest; a hex prefix (optionally ``sha256:``-prefixed) matches an id when
+        unique (StoreError when ambiguous).
+        """
+        ref = name_or_digest.strip()
+        images = self.list_images()
+        tags = {ref}
+        last = ref.rsplit("/", 1)[-1]
+        if "@" not in ref and ":" not in last:
+            tags.add(ref + ":latest")
+        for record in images:
+            if tags & set(record.get("repo_tags") or []):
+                return record
+        if "@" in ref:
+            for record in images:
+                if ref in (record.get("repo_digests") or []):
+                    return record
+            return None
+        if _HEX.match(ref[7:]) and ref.startswith("sha256:"):
+            for record in images:
+                if ref in (record.get("id"), record.get("manifest_digest")):
+                    return record
+        prefix = ref[7:] if ref.startswith("sha256:") else ref
+        if not _HEX_PREFIX.match(prefix):
+            return None
+        found = [r for r in images if r.get("id", "")[7:].startswith(prefix)]
+        if len(found) > 1:
+            raise StoreError(f"image id prefix {ref!r} is ambiguous ({len(found)} images)")
+        return found[0] if found else None
+
+    def remove_image(self, image_id):
+        """Remove an image record; True if it existed. Call ``gc()`` to free its content."""
+        try:
+            os.unlink(self._image_file(image_id))
+        except FileNotFoundError:
+            return False
+        _fsync_dir(self.images_dir)
+        return True
+
+    # --- gc -----------------------------------------------------------------------------
+
+    def gc(self):
+        """Remove blobs and layers no image references, and stale temp entries.
+
+        Run it holding ``lock()`` (temp entries belong to whoever holds the lock).
+        Returns ``{"blobs": [digests], "layers": [chain ids], "tmp": [names]}``.
+        """
+        blobs, layers = set(), set()
+        for record in self.list_images():
+            for key in ("id", "manifest_digest", "config_digest"):
+                if record.get(key):
+                    blobs.add(record[key])
+            blobs.update(record.get("blobs") or [])
+            layers.update(record.get("layers") or [])
+        removed = {"blobs": [], "layers": [], "tmp": []}
+        for name in sorted(os.listdir(self.blobs_dir)):
+            digest = "sha256:" + name
+            if digest not in blobs:
+                os.unlink(os.path.join(self.blobs_dir, name))
+                removed["blobs"].append(digest)
+        for name in sorted(os.listdir(self.layers_dir)):
+            chain = "sha256:" + name
+            if chain in layers or (_HEX.match(name) and self.in_use(chain)):
+                continue
+            # vanish atomically first, then delete at leisure
+            doomed = tempfile.mkdtemp(prefix="gc-", dir=self.tmp_dir)
+            os.rename(os.path.join(self.layers_dir, name), os.path.join(doomed, name))
+            remove_tree(doomed)
+            removed["layers"].append(chain)
+        for name in sorted(os.listdir(self.tmp_dir)):
+            path = os.path.join(self.tmp_dir, name)
+            st = os.lstat(path)
+            if stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
+                remove_tree(path)
+                removed["tmp"].append(name)
+        return removed

@@ -1,0 +1,94 @@
+"""The image module on a lab host: pulls from the lab's three registries into the store."""
+
+import pytest
+
+from fleet.lab.registries import load_credentials
+from fleet.transport.session import Session
+from tests.integration.conftest import LAB_MARKS
+from tests.integration.helpers import lab_targets, ssh_run
+
+pytestmark = LAB_MARKS
+
+STORE = "/var/lib/fleet/fleet-test-images"
+
+
+@pytest.fixture
+def session(lab, lab_inventory):
+    config, state = lab
+    target = lab_targets(lab_inventory)[0]
+    session = Session.open(target)
+    yield session
+    session.close()
+    ssh_run(config, state.hosts[0].address, f"rm -rf {STORE}")
+
+
+def registry(lab, name):
+    return next(r for r in lab[1].registries if r["name"] == name)
+
+
+def pull(session, name, **params):
+    events = []
+    result = session.call("image", dict(params, name=name, store=STORE),
+                          on_progress=events.append, timeout=120)
+    return result, events
+
+
+def test_pull_twice_from_the_plain_registry(lab, session):
+    plain = registry(lab, "plain")
+    name = f"{plain['address']}/busybox:latest"
+    first, events = pull(session, name, insecure_registries=[plain["address"]])
+    assert first["changed"] and not first["failed"], first
+    image = first["image"]
+    assert image["Id"].startswith("sha256:") and image["RepoTags"] == [name]
+    assert image["Config"]["Cmd"] == ["sh"] and len(image["RootFS"]["Layers"]) == 1
+    assert any(e.get("status") == "done" for e in events)
+    second, events = pull(session, name, insecure_registries=[plain["address"]])
+    assert second["changed"] is False and second["image"]["Id"] == image["Id"]
+    # The OCI-manifest variant shares the layer: nothing new is unpacked.
+    oci, events = pull(session, f"{plain['address']}/busybox:oci",
+                       insecure_registries=[plain["address"]])
+    assert oci["changed"] and any(e.get("status") == "exists" for e in events)
+    config, state = lab
+    count = ssh_run(config, state.hosts[0].address, f"ls {STORE}/layers/sha256 | wc -l")
+    assert count.strip() == "1"
+
+
+def test_layers_multiarch_auth_and_removal(lab, session):
+    config, state = lab
+    user, password = load_credentials(config.state_dir)
+    plain, basic, token = (registry(lab, n) for n in ("plain", "basic", "token"))
+    result, _ = pull(session, f"{plain['address']}/layers:latest",
+                     insecure_registries=[plain["address"]])
+    assert result["changed"] and len(result["image"]["RootFS"]["Layers"]) == 4, result
+    result, _ = pull(session, f"{plain['address']}/multiarch:latest",
+                     insecure_registries=[plain["address"]])
+    assert result["image"]["Architecture"] in ("amd64", "arm64"), result
+    result, _ = pull(session, f"{plain['address']}/multiarch:latest", platform="linux/s390x",
+                     insecure_registries=[plain["address"]], pull="always")
+    assert result["failed"] and "available" in result["msg"]
+    auth = {"username": user, "password": password}
+    result, _ = pull(session, f"{basic['address']}/busybox:latest", registry_auth=auth,
+                     ca_file=basic["ca_file"])
+    assert not result["failed"], result
+    result, _ = pull(session, f"{token['address']}/busybox:latest", registry_auth=auth,
+                     insecure_registries=[token["address"]])
+    assert not result["failed"], result
+    refused, _ = pull(session, f"{token['address']}/busybox:oci",
+                      insecure_registries=[token["address"]],
+                      registry_auth={"username": user, "password": "wrong-" + password})
+    assert refused["failed"] and password not in refused["msg"]
+    gone = session.call("image", {"name": f"{plain['address']}/layers:latest",
+                                  "state": "absent", "store": STORE})
+    assert gone["changed"]
+    again = session.call("image", {"name": f"{plain['address']}/layers:latest",
+                                   "state": "absent", "store": STORE})
+    assert again["changed"] is False
+
+
+def test_bad_reference_and_unknown_tag(lab, session):
+    plain = registry(lab, "plain")
+    result, _ = pull(session, "Not/Valid:Name")
+    assert result["failed"] and "invalid image reference" in result["msg"]
+    result, _ = pull(session, f"{plain['address']}/busybox:nope",
+                     insecure_registries=[plain["address"]])
+    assert result["failed"] and "busybox:nope" in result["msg"] and "\n" not in result["msg"]
