@@ -178,6 +178,8 @@ def _run_once(ctx, play, task, chain, host, variables):  # noqa: C901 - one task
         content = None
         if task.action == "copy":
             args, content = _copy_source(ctx, args)
+        elif task.action == "image" and not args.get("registry_auth"):
+            args = _with_stored_login(args)
         result = call_remote(ctx, session, host, task, task.action, args, check, content)
     else:
         handler = importlib.import_module("fleet.actions." + task.action)
@@ -237,6 +239,20 @@ def _copy_source(ctx, args):
     if content.basename:
         params["_basename"] = content.basename
     return params, content
+
+
+def _with_stored_login(args):
+    """image args with the credentials `fleet login` stored for the image's registry."""
+    from agent_payload.oci.reference import ReferenceError, parse_reference
+    from fleet.credentials import lookup
+    try:
+        registry = parse_reference(args["name"]).registry
+    except ReferenceError:
+        return args  # the module reports the bad name
+    login = lookup(registry)
+    if login is None:
+        return args
+    return dict(args, registry_auth={"username": login[0], "password": login[1]})
 
 
 def find_file(ctx, name, kind):

@@ -137,4 +137,11 @@ def inventory_text(config, state):
     ]
     if registry:
         lines.append("fleet_lab_registry={}".format(registry["address"]))
+    # Plain-HTTP registries must be named to be used; the TLS one is verified with the CA.
+    insecure = [r["address"] for r in state.registries if not r.get("tls")]
+    if insecure:
+        lines.append("fleet_insecure_registries='{}'".format(",".join(insecure)))
+    ca_file = next((r.get("ca_file") for r in state.registries if r.get("ca_file")), None)
+    if ca_file:
+        lines.append(f"fleet_registry_ca_file={ca_file}")
     return "\n".join(lines) + "\n"

@@ -37,7 +37,7 @@ def changed(document):
     return {host: stats["changed"] for host, stats in document["stats"].items()}
 
 
-@pytest.mark.parametrize("playbook", ["hello.yml", "files.yml"])
+@pytest.mark.parametrize("playbook", ["hello.yml", "files.yml", "images.yml"])
 def test_example_playbooks_converge(lab, lab_inventory, playbook):
     code, first = apply_json(str(PLAYBOOKS / playbook), "-i", lab_inventory)
     assert code == 0, json.dumps(first)[:2000]

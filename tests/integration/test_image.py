@@ -1,5 +1,11 @@
 """The image module on a lab host: pulls from the lab's three registries into the store."""
 
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
 import pytest
 
 from fleet.lab.registries import load_credentials
@@ -92,3 +98,34 @@ def test_bad_reference_and_unknown_tag(lab, session):
     result, _ = pull(session, f"{plain['address']}/busybox:nope",
                      insecure_registries=[plain["address"]])
     assert result["failed"] and "busybox:nope" in result["msg"] and "\n" not in result["msg"]
+
+
+def test_playbook_pull_uses_the_stored_login(lab, lab_inventory, tmp_path, monkeypatch):
+    config, state = lab
+    user, password = load_credentials(config.state_dir)
+    basic = registry(lab, "basic")
+    env_config = tmp_path / "config.json"
+    env = dict(os.environ, FLEET_CONFIG=str(env_config))
+    login = subprocess.run([sys.executable, "-m", "fleet", "login", basic["address"], "-u", user,
+                            "--password-stdin"], input=password + "\n", text=True, env=env,
+                           capture_output=True)
+    assert login.returncode == 0 and password not in login.stdout + login.stderr
+    book = tmp_path / "pull.yml"
+    book.write_text(textwrap.dedent(f"""
+        - hosts: lab01
+          gather_facts: false
+          tasks:
+            - image:
+                name: {basic['address']}/busybox:latest
+                ca_file: "{{{{ fleet_registry_ca_file }}}}"
+                store: {STORE}
+        """))
+    try:
+        run = subprocess.run([sys.executable, "-m", "fleet", "apply", str(book), "-i",
+                              lab_inventory, "-o", "json", "-v"], env=env, capture_output=True,
+                             text=True, timeout=120)
+        assert run.returncode == 0, run.stdout[-2000:] + run.stderr
+        assert password not in run.stdout + run.stderr
+        assert json.loads(run.stdout)["stats"]["lab01"]["changed"] == 1
+    finally:
+        ssh_run(config, state.hosts[0].address, f"rm -rf {STORE}")
