@@ -89,9 +89,15 @@ def _remove(store, ref, ctx):
     record = store.find_image(str(ref))
     if record is None:
         return {"changed": False, "msg": f"{ref.familiar} is not present"}
+    tag = _tag(ref)
+    others = [t for t in record.get("repo_tags") or [] if t != tag]
     if not ctx.check_mode:
-        store.remove_image(record["id"])
-        store.gc()
+        if tag in (record.get("repo_tags") or []) and others:
+            # Like docker rmi: a name of an image that has others only loses that name.
+            store.save_image(dict(record, repo_tags=others))
+        else:
+            store.remove_image(record["id"])
+            store.gc()
     return {"changed": True, "image": inspect(record)}
 
 

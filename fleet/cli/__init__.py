@@ -14,6 +14,7 @@ COMMANDS = {
     "login": ("fleet.cli.login", "login"),
     "logout": ("fleet.cli.login", "logout"),
     "ping": ("fleet.cli.ping", "ping"),
+    "image": ("fleet.cli.image", "image"),
     "inventory": ("fleet.cli.inventory", "inventory"),
 }
 SUMMARIES = {
@@ -22,6 +23,7 @@ SUMMARIES = {
     "login": "Store registry credentials for image pulls (like docker login).",
     "logout": "Forget a registry's stored credentials.",
     "ping": "Reach hosts over SSH, start the payload, show their facts.",
+    "image": "Images in the hosts' stores: pull (with progress), ls, rm.",
     "inventory": "Show an inventory as ansible-inventory does (--list, --graph, --host).",
 }
 

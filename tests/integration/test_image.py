@@ -129,3 +129,27 @@ def test_playbook_pull_uses_the_stored_login(lab, lab_inventory, tmp_path, monke
         assert json.loads(run.stdout)["stats"]["lab01"]["changed"] == 1
     finally:
         ssh_run(config, state.hosts[0].address, f"rm -rf {STORE}")
+
+
+def test_image_cli_pull_ls_rm(lab, lab_inventory):
+    config, state = lab
+    plain = registry(lab, "plain")
+    name = f"{plain['address']}/busybox:oci"
+
+    def fleet(*args):
+        proc = subprocess.run([sys.executable, "-m", "fleet", "image", *args, "-i",
+                               lab_inventory, "-o", "json"], capture_output=True, text=True,
+                              timeout=120)
+        return proc.returncode, json.loads(proc.stdout)["hosts"]
+
+    try:
+        code, hosts = fleet("pull", "all", name)
+        assert code == 0 and all(h["ok"] for h in hosts), hosts
+        code, hosts = fleet("ls", "all")
+        assert all(any(name in i["RepoTags"] for i in h["images"]) for h in hosts)
+        code, hosts = fleet("rm", "all", name)
+        assert code == 0 and all(h["changed"] for h in hosts)
+        code, hosts = fleet("pull", "all", f"{registry(lab, 'token')['address']}/busybox:latest")
+        assert code == 2 and all("authentication" in h["msg"] for h in hosts)
+    finally:
+        fleet("rm", "all", name)

@@ -1,0 +1,157 @@
+"""fleet image pull | ls | rm: images in the hosts' stores, with live progress."""
+
+import sys
+
+import click
+
+from fleet.cli.common import (
+    forks_option,
+    inventory_option,
+    limit_option,
+    load_inventory,
+    output_option,
+    print_json,
+    select_hosts,
+)
+from fleet.cli.render import escape, print_table
+
+
+@click.group()
+def image():
+    """Images on the hosts: pull them from a registry, list them, remove them.
+
+    \b
+    Example:
+      fleet image pull -i inventories/lab.ini all 10.231.0.1:5000/busybox:latest
+      fleet image ls -i inventories/lab.ini
+    """
+
+
+def _report(outcomes, output, verb):
+    if output == "json":
+        print_json({"hosts": [vars(o) for o in outcomes]})
+    else:
+        rows = []
+        for o in outcomes:
+            status = ("[red]failed[/red]" if not o.ok else
+                      "[yellow]changed[/yellow]" if o.changed else "[green]ok[/green]")
+            image = o.images[0] if o.images else {}
+            rows.append((o.host, status, (image.get("Id") or "")[7:19],
+                         escape(o.msg if not o.ok else ", ".join(image.get("RepoTags") or []))))
+        print_table(("host", verb, "image", "tags / reason"), rows)
+    if not all(o.ok for o in outcomes):
+        sys.exit(2)
+
+
+class _Progress:
+    """Per host and layer download bars on a terminal; nothing otherwise."""
+
+    def __init__(self, enabled):
+        self.bars = None
+        self.tasks = {}
+        if enabled:
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TextColumn,
+                TransferSpeedColumn,
+            )
+            self.bars = Progress(TextColumn("{task.description}"), BarColumn(),
+                                 DownloadColumn(), TransferSpeedColumn(), transient=True)
+
+    def __enter__(self):
+        if self.bars is not None:
+            self.bars.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.bars is not None:
+            self.bars.stop()
+
+    def event(self, host, event):
+        if self.bars is None or "layer" not in event:
+            return
+        key = (host, event["layer"])
+        if key not in self.tasks:
+            self.tasks[key] = self.bars.add_task(f"{host} {event['layer'][7:19]}", total=None)
+        if "done" in event:
+            self.bars.update(self.tasks[key], completed=event["done"], total=event.get("total"))
+        elif event.get("status") in ("done", "exists"):
+            task = self.bars.tasks[self.tasks[key]]
+            self.bars.update(self.tasks[key], total=task.total or 1,
+                             completed=task.total or 1)
+
+
+@image.command()
+@inventory_option
+@click.argument("pattern")
+@click.argument("name")
+@limit_option
+@forks_option
+@output_option
+@click.option("--platform", default=None, help="os/arch[/variant] instead of each host's.")
+@click.option("--always", is_flag=True, help="Ask the registry even when the image is there.")
+def pull(inventory_path, pattern, name, limit, forks, output, platform, always):
+    """Pull image NAME onto every host of PATTERN (progress per host and layer).
+
+    \b
+    Example:
+      fleet image pull -i inventories/lab.ini web 10.231.0.1:5000/busybox:latest
+    """
+    from fleet import images
+    inventory = load_inventory(inventory_path)
+    hosts = select_hosts(inventory, pattern, limit)
+    with _Progress(output == "text" and sys.stderr.isatty()) as progress:
+        outcomes = images.pull(inventory, hosts, name, platform, always, forks=forks,
+                               on_event=progress.event)
+    _report(outcomes, output, "pull")
+
+
+@image.command(name="ls")
+@inventory_option
+@click.argument("pattern", default="all")
+@limit_option
+@forks_option
+@output_option
+def list_command(inventory_path, pattern, limit, forks, output):
+    """List the images in the stores of PATTERN's hosts.
+
+    \b
+    Example:
+      fleet image ls -i inventories/lab.ini -o json
+    """
+    from fleet import images
+    inventory = load_inventory(inventory_path)
+    outcomes = images.list_images(inventory, select_hosts(inventory, pattern, limit),
+                                  forks=forks)
+    if output == "json":
+        print_json({"hosts": [vars(o) for o in outcomes]})
+    else:
+        rows = [(o.host, ", ".join(i.get("RepoTags") or []) or "<none>", i["Id"][7:19],
+                 str(i.get("Size", 0))) for o in outcomes if o.ok for i in o.images]
+        notes = [f"[red]{escape(o.host)}: {escape(o.msg)}[/red]" for o in outcomes if not o.ok]
+        print_table(("host", "tags", "image", "size"), rows, right=("size",), notes=notes)
+    if not all(o.ok for o in outcomes):
+        sys.exit(2)
+
+
+@image.command()
+@inventory_option
+@click.argument("pattern")
+@click.argument("name")
+@limit_option
+@forks_option
+@output_option
+def rm(inventory_path, pattern, name, limit, forks, output):
+    """Remove image NAME from PATTERN's hosts (and the layers no other image uses).
+
+    \b
+    Example:
+      fleet image rm -i inventories/lab.ini all 10.231.0.1:5000/busybox:latest
+    """
+    from fleet import images
+    inventory = load_inventory(inventory_path)
+    outcomes = images.remove(inventory, select_hosts(inventory, pattern, limit), name,
+                             forks=forks)
+    _report(outcomes, output, "remove")
