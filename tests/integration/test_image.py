@@ -153,3 +153,26 @@ def test_image_cli_pull_ls_rm(lab, lab_inventory):
         assert code == 2 and all("authentication" in h["msg"] for h in hosts)
     finally:
         fleet("rm", "all", name)
+
+
+def test_pulled_layers_stack_into_the_expected_rootfs(lab, session, tmp_path):
+    """Pull layers:latest on a host, stack its store's layer dirs with overlayfs, and
+    compare with what Docker would show (whiteouts, opaque dir, re-added path...)."""
+    from fleet.lab.seed_images import compare_rootfs
+    config, state = lab
+    plain = registry(lab, "plain")
+    result, _ = pull(session, f"{plain['address']}/layers:latest",
+                     insecure_registries=[plain["address"]])
+    assert result["changed"], result
+    # The host's /var/lib/fleet is this directory of the machine (the lab binds it).
+    store = config.host_dir(state.hosts[0].index) / "var-lib-fleet" / STORE.split("/")[-1]
+    record = json.loads(next((store / "images").glob("*.json")).read_text())
+    lowers = [str(store / "layers" / "sha256" / chain[7:]) for chain in record["layers"]]
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
+                    "lowerdir=" + ":".join(reversed(lowers)), str(mnt)], check=True)
+    try:
+        assert compare_rootfs(str(mnt)) == []
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
