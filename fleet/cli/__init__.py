@@ -15,6 +15,9 @@ COMMANDS = {
     "logout": ("fleet.cli.login", "logout"),
     "ping": ("fleet.cli.ping", "ping"),
     "image": ("fleet.cli.image", "image"),
+    "images": ("fleet.cli.image", "list_command"),
+    "pull": ("fleet.cli.image", "pull"),
+    "rmi": ("fleet.cli.image", "rm"),
     "inventory": ("fleet.cli.inventory", "inventory"),
 }
 SUMMARIES = {
@@ -23,7 +26,10 @@ SUMMARIES = {
     "login": "Store registry credentials for image pulls (like docker login).",
     "logout": "Forget a registry's stored credentials.",
     "ping": "Reach hosts over SSH, start the payload, show their facts.",
-    "image": "Images in the hosts' stores: pull (with progress), ls, rm.",
+    "image": "Images in the hosts' stores: pull (with progress), ls, rm, inspect.",
+    "images": "List the images on hosts (same as image ls).",
+    "pull": "Pull an image onto hosts (same as image pull).",
+    "rmi": "Remove an image from hosts (same as image rm).",
     "inventory": "Show an inventory as ansible-inventory does (--list, --graph, --host).",
 }
 

@@ -155,3 +155,27 @@ def rm(inventory_path, pattern, name, limit, forks, output):
     outcomes = images.remove(inventory, select_hosts(inventory, pattern, limit), name,
                              forks=forks)
     _report(outcomes, output, "remove")
+
+
+@image.command(name="inspect")
+@inventory_option
+@click.argument("host")
+@click.argument("name")
+def inspect_command(inventory_path, host, name):
+    """Print Docker's image inspect JSON of image NAME on inventory host HOST.
+
+    \b
+    Example:
+      fleet image inspect -i inventories/lab.ini lab01 10.231.0.1:5000/busybox:latest
+    """
+    from fleet import images
+    inventory = load_inventory(inventory_path)
+    if host not in inventory.hosts:
+        raise click.ClickException(f"host {host!r} is not in {inventory_path}")
+    outcome = images.run_on_hosts(inventory, [host], "image_info",
+                                  lambda h: {"name": name})[0]
+    if not outcome.ok:
+        raise click.ClickException(f"{host}: {outcome.msg}")
+    if not outcome.images:
+        raise click.ClickException(f"{host}: no image {name}")
+    print_json([outcome.images[0]])
