@@ -119,3 +119,12 @@ def set_child_subreaper():
     _check(_lib().prctl(ctypes.c_int(PR_SET_CHILD_SUBREAPER), ctypes.c_ulong(1),
                         ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0)),
            "prctl", "PR_SET_CHILD_SUBREAPER")
+
+
+def syncfs(path):
+    """Flush the filesystem that holds ``path`` (not every filesystem, as sync(2) does)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        _check(_lib().syncfs(ctypes.c_int(fd)), "syncfs", path)
+    finally:
+        os.close(fd)

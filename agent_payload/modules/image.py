@@ -12,7 +12,7 @@ Options:
   ca_file: a CA bundle on the host to verify the registry's TLS certificate.
   store: the content store's root (default /var/lib/fleet).
 
-Layers are fetched (verified by digest, resumable), unpacked once per chain id into
+Layers are fetched in parallel (verified by digest), unpacked once per chain id into
 overlay lower directories shared between images, and checked against the config's
 rootfs.diff_ids; a failed pull leaves the store as it was. Progress events:
 ``{layer, done, total}`` while downloading, ``{layer, status}`` per layer.
@@ -21,6 +21,7 @@ Returns ``image``: the image as docker inspect shows it (Id, RepoTags, RepoDiges
 Created, Architecture, Os, Config, RootFS, Size).
 """
 
+from agent_payload import threads
 from agent_payload.oci.platform import PlatformError, parse_platform
 from agent_payload.oci.reference import ReferenceError, parse_reference
 from agent_payload.oci.registry import RegistryClient, RegistryError
@@ -126,12 +127,18 @@ def _present(store, ref, platform, params, ctx):
     if len(diff_ids) != len(layers):
         raise RegistryError(f"pull {ref.familiar}: the config lists {len(diff_ids)} layers, "
                             f"the manifest {len(layers)}")
-    chains, size = [], 0
-    for index, layer in enumerate(layers):
-        ctx.check_cancelled()
-        chains.append(chain_id(diff_ids[:index + 1]))
-        size += int(layer.get("size") or 0)
-        _pull_layer(store, client, ref, layer, diff_ids[index], chains[-1], ctx)
+    chains = [chain_id(diff_ids[:i + 1]) for i in range(len(layers))]
+    size = sum(int(layer.get("size") or 0) for layer in layers)
+    wanted = [layer for layer, chain in zip(layers, chains)
+              if not store.has_layer(chain) and not store.has_blob(layer["digest"])]
+    downloads = _download(store, client, ref, wanted, ctx)
+    try:
+        for index, layer in enumerate(layers):
+            ctx.check_cancelled()
+            _unpack_layer(store, ref, layer, diff_ids[index], chains[index], ctx, downloads)
+    finally:
+        for done, _ in downloads.values():  # no thread may outlive the store's lock
+            done.wait()
     tags = [t for t in [_tag(ref)] if t]
     if store.find_image(image_id) is not None:
         old = store.load_image(image_id)
@@ -143,16 +150,54 @@ def _present(store, ref, platform, params, ctx):
     return {"changed": True, "image": inspect(record)}
 
 
-def _pull_layer(store, client, ref, layer, diff_id, chain, ctx):
+PARALLEL_DOWNLOADS = 4
+
+
+def _download(store, client, ref, layers, ctx):
+    """Fetch the blobs of ``layers`` into the store, PARALLEL_DOWNLOADS at a time.
+
+    Returns {digest: (done Event, outcome dict)}; an outcome holds "error" on failure.
+    """
+    pending = threads.Inbox()
+    downloads = {}
+    for layer in layers:
+        if layer["digest"] not in downloads:
+            downloads[layer["digest"]] = (threads.Event(), {})
+            pending.put(layer)
+
+    def worker():
+        while True:
+            try:
+                layer = pending.get(0)
+            except threads.InputTimeout:
+                return
+            digest = layer["digest"]
+            done, outcome = downloads[digest]
+            try:
+                with store.blob_writer(digest, layer.get("size")) as blob:
+                    client.fetch_blob(ref, layer, blob, cancelled=ctx.cancelled,
+                                      progress=lambda d, t, g=digest: ctx.progress(
+                                          layer=g, done=d, total=t))
+            except BaseException as exc:  # handed to the unpacking thread
+                outcome["error"] = exc
+            finally:
+                done.set()
+
+    for _ in range(min(PARALLEL_DOWNLOADS, len(downloads))):
+        threads.start(worker)
+    return downloads
+
+
+def _unpack_layer(store, ref, layer, diff_id, chain, ctx, downloads):
     digest = layer["digest"]
     if store.has_layer(chain):
         ctx.progress(layer=digest, status="exists")
         return
-    if not store.has_blob(digest):
-        def progress(done, total):
-            ctx.progress(layer=digest, done=done, total=total)
-        with store.blob_writer(digest, layer.get("size")) as blob:
-            client.fetch_blob(ref, layer, blob, progress=progress, cancelled=ctx.cancelled)
+    if digest in downloads:
+        done, outcome = downloads[digest]
+        done.wait()
+        if "error" in outcome:
+            raise outcome["error"]
     ctx.progress(layer=digest, status="unpacking")
 
     def unpack(tmp_dir):
@@ -165,4 +210,3 @@ def _pull_layer(store, client, ref, layer, diff_id, chain, ctx):
 
     store.add_layer(chain, unpack)
     ctx.progress(layer=digest, status="done")
-

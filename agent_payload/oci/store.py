@@ -39,6 +39,8 @@ import stat
 import sys
 import tempfile
 
+from agent_payload import syscalls
+
 DEFAULT_ROOT = "/var/lib/fleet"
 _HEX = re.compile(r"^[0-9a-f]{64}$")
 _HEX_PREFIX = re.compile(r"^[0-9a-f]{1,64}$")
@@ -201,7 +203,8 @@ class Store:
         try:
             os.chmod(tmp, 0o755)
             unpack_fn(tmp)
-            os.sync()  # the content is on disk before the name makes it look complete
+            # The content is on disk before the name makes it look complete.
+            syscalls.syncfs(tmp)
             try:
                 os.rename(tmp, final)
             except OSError as e:
