@@ -176,3 +176,74 @@ def test_pulled_layers_stack_into_the_expected_rootfs(lab, session, tmp_path):
         assert compare_rootfs(str(mnt)) == []
     finally:
         subprocess.run(["umount", str(mnt)], check=True)
+
+
+def _push_layer_image(lab, tmp_path, entries, tag):
+    """Push a one-layer OCI image made of ``entries`` [(TarInfo, bytes or None)] to the
+    plain registry; return its name."""
+    import gzip
+    import hashlib
+    import io
+    import tarfile
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for info, data in entries:
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    tar_bytes = raw.getvalue()
+    layer = gzip.compress(tar_bytes, mtime=0)
+    layout = tmp_path / "layout"
+    blobs = layout / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+
+    def blob(data):
+        digest = hashlib.sha256(data).hexdigest()
+        (blobs / digest).write_bytes(data)
+        return "sha256:" + digest, len(data)
+
+    layer_digest, layer_size = blob(layer)
+    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
+                         "rootfs": {"type": "layers", "diff_ids": [
+                             "sha256:" + hashlib.sha256(tar_bytes).hexdigest()]}}).encode()
+    config_digest, config_size = blob(config)
+    manifest = json.dumps({"schemaVersion": 2,
+                           "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                           "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                                      "digest": config_digest, "size": config_size},
+                           "layers": [{"mediaType":
+                                       "application/vnd.oci.image.layer.v1.tar+gzip",
+                                       "digest": layer_digest, "size": layer_size}]}).encode()
+    manifest_digest, manifest_size = blob(manifest)
+    (layout / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    (layout / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest_digest,
+        "size": manifest_size, "annotations": {"org.opencontainers.image.ref.name": tag}}]}))
+    address = registry(lab, "plain")["address"]
+    name = f"{address}/fleet-test/evil:{tag}"
+    subprocess.run(["skopeo", "--insecure-policy", "copy", "--quiet", "--dest-tls-verify=false",
+                    f"oci:{layout}:{tag}", f"docker://{name}"], check=True, capture_output=True)
+    return name
+
+
+@pytest.mark.parametrize("entry", ["../fleet-evil", "/fleet-evil-abs", "link/fleet-evil"])
+def test_malicious_layer_is_refused_and_the_host_untouched(lab, session, tmp_path, entry):
+    import tarfile
+    import uuid
+    config, state = lab
+    entries = []
+    if entry.startswith("link/"):
+        link = tarfile.TarInfo("link")
+        link.type, link.linkname = tarfile.SYMTYPE, "/var/lib/fleet"
+        entries.append((link, None))
+    evil = tarfile.TarInfo(entry)
+    evil.size = 5
+    entries.append((evil, b"evil\n"))
+    name = _push_layer_image(lab, tmp_path, entries, uuid.uuid4().hex[:10])
+    result, _ = pull(session, name, insecure_registries=[registry(lab, "plain")["address"]])
+    assert result["failed"], result
+    assert "fleet-evil" in result["msg"] and "\n" not in result["msg"], result
+    host_dir = config.host_dir(state.hosts[0].index) / "var-lib-fleet"
+    assert not (host_dir / "fleet-evil").exists()
+    assert not list(host_dir.glob("**/fleet-evil*"))
+    store = host_dir / STORE.split("/")[-1]
+    assert list((store / "tmp").iterdir()) == []
+    assert list((store / "layers" / "sha256").iterdir()) == []
