@@ -247,3 +247,35 @@ def test_malicious_layer_is_refused_and_the_host_untouched(lab, session, tmp_pat
     store = host_dir / STORE.split("/")[-1]
     assert list((store / "tmp").iterdir()) == []
     assert list((store / "layers" / "sha256").iterdir()) == []
+
+
+def test_a_pull_cut_off_half_way_leaves_nothing_and_can_be_repeated(lab, lab_inventory):
+    import time
+    config, state = lab
+    plain = registry(lab, "plain")
+    name = f"{plain['address']}/layers:latest"
+    target = lab_targets(lab_inventory)[1]
+    first = Session.open(target)
+    request = first.start("image", {"name": name, "store": STORE,
+                                    "insecure_registries": [plain["address"]]})
+    for kind, _ in request.events(timeout=60):
+        if kind == "progress":
+            break
+    first.close()  # the controller goes away mid-pull
+    store = config.host_dir(state.hosts[1].index) / "var-lib-fleet" / STORE.split("/")[-1]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and list((store / "tmp").iterdir()):
+        time.sleep(0.1)
+    try:
+        assert list((store / "tmp").iterdir()) == []
+        again = Session.open(target)
+        try:
+            result = again.call("image", {"name": name, "store": STORE,
+                                          "insecure_registries": [plain["address"]]},
+                                timeout=120)
+        finally:
+            again.close()
+        assert not result["failed"] and len(result["image"]["RootFS"]["Layers"]) == 4, result
+        assert len(list((store / "layers" / "sha256").iterdir())) == 4
+    finally:
+        ssh_run(config, state.hosts[1].address, f"rm -rf {STORE}")
