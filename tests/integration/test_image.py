@@ -279,3 +279,29 @@ def test_a_pull_cut_off_half_way_leaves_nothing_and_can_be_repeated(lab, lab_inv
         assert len(list((store / "layers" / "sha256").iterdir())) == 4
     finally:
         ssh_run(config, state.hosts[1].address, f"rm -rf {STORE}")
+
+
+def test_a_tampered_blob_is_refused_and_the_store_unchanged(lab, session, tmp_path):
+    import tarfile
+    import uuid
+    config, state = lab
+    good = tarfile.TarInfo("hello.txt")
+    good.size = 6
+    name = _push_layer_image(lab, tmp_path, [(good, b"hello\n")], uuid.uuid4().hex[:10])
+    manifest = json.loads((tmp_path / "layout" / "index.json").read_text())
+    manifest_hex = manifest["manifests"][0]["digest"][7:]
+    layer_digest = json.loads((tmp_path / "layout" / "blobs" / "sha256" / manifest_hex)
+                              .read_text())["layers"][0]["digest"][7:]
+    data = (config.state_dir / "registries" / "plain" / "storage" / "docker" / "registry" /
+            "v2" / "blobs" / "sha256" / layer_digest[:2] / layer_digest / "data")
+    original = data.read_bytes()
+    data.write_bytes(original[:-4] + b"XXXX")  # same size, other content
+    try:
+        result, _ = pull(session, name, insecure_registries=[registry(lab, "plain")["address"]])
+    finally:
+        data.write_bytes(original)
+    assert result["failed"] and layer_digest[:12] in result["msg"], result
+    store = config.host_dir(state.hosts[0].index) / "var-lib-fleet" / STORE.split("/")[-1]
+    assert list((store / "tmp").iterdir()) == []
+    assert list((store / "blobs" / "sha256").iterdir()) == []
+    assert list((store / "images").iterdir()) == []
