@@ -51,9 +51,14 @@ def compression_of(media_type):
     return "none"
 
 
-def inspect(record):
-    """The image as docker inspect shows it."""
+def inspect(record, store=None):
+    """The image as docker inspect shows it (GraphDriver when the store is known)."""
     config = record.get("config") or {}
+    graph = {"Name": "overlay", "Data": {}}
+    if store is not None and record.get("layers"):
+        # overlayfs wants the topmost layer first.
+        graph["Data"]["LowerDir"] = ":".join(store.layer_path(chain)
+                                             for chain in reversed(record["layers"]))
     return {
         "Id": record["id"],
         "RepoTags": list(record.get("repo_tags") or []),
@@ -66,6 +71,7 @@ def inspect(record):
         "RootFS": {"Type": "layers", "Layers": list((config.get("rootfs") or {})
                                                      .get("diff_ids") or [])},
         "Size": record.get("size", 0),
+        "GraphDriver": graph,
     }
 
 
@@ -109,7 +115,7 @@ def _tag(ref):
 def _present(store, ref, platform, params, ctx):
     existing = store.find_image(str(ref))
     if existing is not None and params["pull"] == "missing":
-        return {"changed": False, "image": inspect(existing)}
+        return {"changed": False, "image": inspect(existing, store)}
     if ctx.check_mode and existing is None:
         return {"changed": True, "msg": f"would pull {ref.familiar}"}
     auth = params.get("registry_auth")
@@ -120,7 +126,7 @@ def _present(store, ref, platform, params, ctx):
     image_id = manifest["config"]["digest"]
     repo_digest = f"{ref.registry}/{ref.repository}@{manifest_digest}"
     if existing is not None and existing.get("manifest_digest") == manifest_digest:
-        return {"changed": False, "image": inspect(existing)}
+        return {"changed": False, "image": inspect(existing, store)}
     if ctx.check_mode:
         return {"changed": True, "msg": f"would pull {ref.familiar} ({manifest_digest})"}
     diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
@@ -147,7 +153,7 @@ def _present(store, ref, platform, params, ctx):
               "config_digest": image_id, "repo_tags": tags, "repo_digests": [repo_digest],
               "layers": chains, "blobs": [layer["digest"] for layer in layers], "size": size}
     store.save_image(record)
-    return {"changed": True, "image": inspect(record)}
+    return {"changed": True, "image": inspect(record, store)}
 
 
 PARALLEL_DOWNLOADS = 4

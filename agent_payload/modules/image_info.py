@@ -27,4 +27,4 @@ def run(params, ctx):
             records = store.list_images()
     except StoreError as exc:
         return {"failed": True, "changed": False, "msg": str(exc)}
-    return {"changed": False, "images": [inspect(r) for r in records]}
+    return {"changed": False, "images": [inspect(r, store) for r in records]}

@@ -128,12 +128,35 @@ def list_command(inventory_path, pattern, limit, forks, output):
     if output == "json":
         print_json({"hosts": [vars(o) for o in outcomes]})
     else:
-        rows = [(o.host, ", ".join(i.get("RepoTags") or []) or "<none>", i["Id"][7:19],
-                 str(i.get("Size", 0))) for o in outcomes if o.ok for i in o.images]
+        rows = []
+        for o in outcomes:
+            for i in o.images if o.ok else ():
+                for repository, tag in _names(i):
+                    rows.append((o.host, repository, tag, i["Id"][7:19],
+                                 (i.get("Created") or "")[:19].replace("T", " "),
+                                 _size(i.get("Size", 0))))
         notes = [f"[red]{escape(o.host)}: {escape(o.msg)}[/red]" for o in outcomes if not o.ok]
-        print_table(("host", "tags", "image", "size"), rows, right=("size",), notes=notes)
+        print_table(("host", "repository", "tag", "image id", "created", "size"), rows,
+                    right=("size",), notes=notes)
     if not all(o.ok for o in outcomes):
         sys.exit(2)
+
+
+def _names(image):
+    """(repository, tag) pairs of an image, ("<none>", "<none>") when it has none."""
+    names = []
+    for tag in image.get("RepoTags") or []:
+        repository, _, name = tag.rpartition(":")
+        names.append((repository, name) if "/" not in name else (tag, "<none>"))
+    return names or [("<none>", "<none>")]
+
+
+def _size(size):
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f}{unit}" if unit == "B" else f"{size:.1f}{unit}"
+        size /= 1000
+    return str(size)
 
 
 @image.command()
