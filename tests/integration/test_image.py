@@ -15,92 +15,99 @@ from tests.integration.helpers import lab_targets, ssh_run
 
 pytestmark = LAB_MARKS
 
-STORE = "/var/lib/fleet/fleet-test-images"
+@pytest.fixture
+def store(lab):
+    """A store path of this test's own on the hosts (tests may run side by side)."""
+    import uuid
+    path = f"/var/lib/fleet/fleet-test-{uuid.uuid4().hex[:8]}"
+    yield path
+    config, state = lab
+    for host in state.hosts:
+        ssh_run(config, host.address, f"rm -rf {path}")
 
 
 @pytest.fixture
 def session(lab, lab_inventory):
-    config, state = lab
     target = lab_targets(lab_inventory)[0]
     session = Session.open(target)
     yield session
     session.close()
-    ssh_run(config, state.hosts[0].address, f"rm -rf {STORE}")
 
 
 def registry(lab, name):
     return next(r for r in lab[1].registries if r["name"] == name)
 
 
-def pull(session, name, **params):
+def pull(session, name, store, **params):
     events = []
-    result = session.call("image", dict(params, name=name, store=STORE),
+    result = session.call("image", dict(params, name=name, store=store),
                           on_progress=events.append, timeout=120)
     return result, events
 
 
-def test_pull_twice_from_the_plain_registry(lab, session):
+def test_pull_twice_from_the_plain_registry(lab, session, store):
     plain = registry(lab, "plain")
     name = f"{plain['address']}/busybox:latest"
-    first, events = pull(session, name, insecure_registries=[plain["address"]])
+    first, events = pull(session, name, store, insecure_registries=[plain["address"]])
     assert first["changed"] and not first["failed"], first
     image = first["image"]
     assert image["Id"].startswith("sha256:") and image["RepoTags"] == [name]
     assert image["Config"]["Cmd"] == ["sh"] and len(image["RootFS"]["Layers"]) == 1
     assert any(e.get("status") == "done" for e in events)
-    second, events = pull(session, name, insecure_registries=[plain["address"]])
+    second, events = pull(session, name, store, insecure_registries=[plain["address"]])
     assert second["changed"] is False and second["image"]["Id"] == image["Id"]
     # The OCI-manifest variant shares the layer: nothing new is unpacked.
-    oci, events = pull(session, f"{plain['address']}/busybox:oci",
+    oci, events = pull(session, f"{plain['address']}/busybox:oci", store,
                        insecure_registries=[plain["address"]])
     assert oci["changed"] and any(e.get("status") == "exists" for e in events)
     config, state = lab
-    count = ssh_run(config, state.hosts[0].address, f"ls {STORE}/layers/sha256 | wc -l")
+    count = ssh_run(config, state.hosts[0].address, f"ls {store}/layers/sha256 | wc -l")
     assert count.strip() == "1"
 
 
-def test_layers_multiarch_auth_and_removal(lab, session):
+def test_layers_multiarch_auth_and_removal(lab, session, store):
     config, state = lab
     user, password = load_credentials(config.state_dir)
     plain, basic, token = (registry(lab, n) for n in ("plain", "basic", "token"))
-    result, _ = pull(session, f"{plain['address']}/layers:latest",
+    result, _ = pull(session, f"{plain['address']}/layers:latest", store,
                      insecure_registries=[plain["address"]])
     assert result["changed"] and len(result["image"]["RootFS"]["Layers"]) == 4, result
-    result, _ = pull(session, f"{plain['address']}/multiarch:latest",
+    result, _ = pull(session, f"{plain['address']}/multiarch:latest", store,
                      insecure_registries=[plain["address"]])
     assert result["image"]["Architecture"] in ("amd64", "arm64"), result
-    result, _ = pull(session, f"{plain['address']}/multiarch:latest", platform="linux/s390x",
+    result, _ = pull(session, f"{plain['address']}/multiarch:latest", store,
+                     platform="linux/s390x",
                      insecure_registries=[plain["address"]], pull="always")
     assert result["failed"] and "available" in result["msg"]
     auth = {"username": user, "password": password}
-    result, _ = pull(session, f"{basic['address']}/busybox:latest", registry_auth=auth,
+    result, _ = pull(session, f"{basic['address']}/busybox:latest", store, registry_auth=auth,
                      ca_file=basic["ca_file"])
     assert not result["failed"], result
-    result, _ = pull(session, f"{token['address']}/busybox:latest", registry_auth=auth,
+    result, _ = pull(session, f"{token['address']}/busybox:latest", store, registry_auth=auth,
                      insecure_registries=[token["address"]])
     assert not result["failed"], result
-    refused, _ = pull(session, f"{token['address']}/busybox:oci",
+    refused, _ = pull(session, f"{token['address']}/busybox:oci", store,
                       insecure_registries=[token["address"]],
                       registry_auth={"username": user, "password": "wrong-" + password})
     assert refused["failed"] and password not in refused["msg"]
     gone = session.call("image", {"name": f"{plain['address']}/layers:latest",
-                                  "state": "absent", "store": STORE})
+                                  "state": "absent", "store": store})
     assert gone["changed"]
     again = session.call("image", {"name": f"{plain['address']}/layers:latest",
-                                   "state": "absent", "store": STORE})
+                                   "state": "absent", "store": store})
     assert again["changed"] is False
 
 
-def test_bad_reference_and_unknown_tag(lab, session):
+def test_bad_reference_and_unknown_tag(lab, session, store):
     plain = registry(lab, "plain")
-    result, _ = pull(session, "Not/Valid:Name")
+    result, _ = pull(session, "Not/Valid:Name", store)
     assert result["failed"] and "invalid image reference" in result["msg"]
-    result, _ = pull(session, f"{plain['address']}/busybox:nope",
+    result, _ = pull(session, f"{plain['address']}/busybox:nope", store,
                      insecure_registries=[plain["address"]])
     assert result["failed"] and "busybox:nope" in result["msg"] and "\n" not in result["msg"]
 
 
-def test_playbook_pull_uses_the_stored_login(lab, lab_inventory, tmp_path, monkeypatch):
+def test_playbook_pull_uses_the_stored_login(lab, lab_inventory, tmp_path, monkeypatch, store):
     config, state = lab
     user, password = load_credentials(config.state_dir)
     basic = registry(lab, "basic")
@@ -118,7 +125,7 @@ def test_playbook_pull_uses_the_stored_login(lab, lab_inventory, tmp_path, monke
             - image:
                 name: {basic['address']}/busybox:latest
                 ca_file: "{{{{ fleet_registry_ca_file }}}}"
-                store: {STORE}
+                store: {store}
         """))
     try:
         run = subprocess.run([sys.executable, "-m", "fleet", "apply", str(book), "-i",
@@ -128,13 +135,14 @@ def test_playbook_pull_uses_the_stored_login(lab, lab_inventory, tmp_path, monke
         assert password not in run.stdout + run.stderr
         assert json.loads(run.stdout)["stats"]["lab01"]["changed"] == 1
     finally:
-        ssh_run(config, state.hosts[0].address, f"rm -rf {STORE}")
+        ssh_run(config, state.hosts[0].address, f"rm -rf {store}")
 
 
 def test_image_cli_pull_ls_rm(lab, lab_inventory):
     config, state = lab
     plain = registry(lab, "plain")
-    name = f"{plain['address']}/busybox:oci"
+    # The default store: an image no other test puts there (tests may run side by side).
+    name = f"{plain['address']}/multiarch:latest"
 
     def fleet(*args):
         proc = subprocess.run([sys.executable, "-m", "fleet", "image", *args, "-i",
@@ -155,19 +163,19 @@ def test_image_cli_pull_ls_rm(lab, lab_inventory):
         fleet("rm", "all", name)
 
 
-def test_pulled_layers_stack_into_the_expected_rootfs(lab, session, tmp_path):
+def test_pulled_layers_stack_into_the_expected_rootfs(lab, session, tmp_path, store):
     """Pull layers:latest on a host, stack its store's layer dirs with overlayfs, and
     compare with what Docker would show (whiteouts, opaque dir, re-added path...)."""
     from fleet.lab.seed_images import compare_rootfs
     config, state = lab
     plain = registry(lab, "plain")
-    result, _ = pull(session, f"{plain['address']}/layers:latest",
+    result, _ = pull(session, f"{plain['address']}/layers:latest", store,
                      insecure_registries=[plain["address"]])
     assert result["changed"], result
     # The host's /var/lib/fleet is this directory of the machine (the lab binds it).
-    store = config.host_dir(state.hosts[0].index) / "var-lib-fleet" / STORE.split("/")[-1]
-    record = json.loads(next((store / "images").glob("*.json")).read_text())
-    lowers = [str(store / "layers" / "sha256" / chain[7:]) for chain in record["layers"]]
+    on_disk = config.host_dir(state.hosts[0].index) / "var-lib-fleet" / store.split("/")[-1]
+    record = json.loads(next((on_disk / "images").glob("*.json")).read_text())
+    lowers = [str(on_disk / "layers" / "sha256" / chain[7:]) for chain in record["layers"]]
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
@@ -225,7 +233,8 @@ def _push_layer_image(lab, tmp_path, entries, tag):
 
 
 @pytest.mark.parametrize("entry", ["../fleet-evil", "/fleet-evil-abs", "link/fleet-evil"])
-def test_malicious_layer_is_refused_and_the_host_untouched(lab, session, tmp_path, entry):
+def test_malicious_layer_is_refused_and_the_host_untouched(lab, session, tmp_path, entry,
+                                                            store):
     import tarfile
     import uuid
     config, state = lab
@@ -238,50 +247,51 @@ def test_malicious_layer_is_refused_and_the_host_untouched(lab, session, tmp_pat
     evil.size = 5
     entries.append((evil, b"evil\n"))
     name = _push_layer_image(lab, tmp_path, entries, uuid.uuid4().hex[:10])
-    result, _ = pull(session, name, insecure_registries=[registry(lab, "plain")["address"]])
+    result, _ = pull(session, name, store,
+                         insecure_registries=[registry(lab, "plain")["address"]])
     assert result["failed"], result
     assert "fleet-evil" in result["msg"] and "\n" not in result["msg"], result
     host_dir = config.host_dir(state.hosts[0].index) / "var-lib-fleet"
     assert not (host_dir / "fleet-evil").exists()
     assert not list(host_dir.glob("**/fleet-evil*"))
-    store = host_dir / STORE.split("/")[-1]
-    assert list((store / "tmp").iterdir()) == []
-    assert list((store / "layers" / "sha256").iterdir()) == []
+    on_disk = host_dir / store.split("/")[-1]
+    assert list((on_disk / "tmp").iterdir()) == []
+    assert list((on_disk / "layers" / "sha256").iterdir()) == []
 
 
-def test_a_pull_cut_off_half_way_leaves_nothing_and_can_be_repeated(lab, lab_inventory):
+def test_a_pull_cut_off_half_way_leaves_nothing_and_can_be_repeated(lab, lab_inventory, store):
     import time
     config, state = lab
     plain = registry(lab, "plain")
     name = f"{plain['address']}/layers:latest"
     target = lab_targets(lab_inventory)[1]
     first = Session.open(target)
-    request = first.start("image", {"name": name, "store": STORE,
+    request = first.start("image", {"name": name, "store": store,
                                     "insecure_registries": [plain["address"]]})
     for kind, _ in request.events(timeout=60):
         if kind == "progress":
             break
     first.close()  # the controller goes away mid-pull
-    store = config.host_dir(state.hosts[1].index) / "var-lib-fleet" / STORE.split("/")[-1]
+    on_disk = config.host_dir(state.hosts[1].index) / "var-lib-fleet" / store.split("/")[-1]
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and list((store / "tmp").iterdir()):
+    while time.monotonic() < deadline and list((on_disk / "tmp").iterdir()):
         time.sleep(0.1)
     try:
-        assert list((store / "tmp").iterdir()) == []
+        assert list((on_disk / "tmp").iterdir()) == []
         again = Session.open(target)
         try:
-            result = again.call("image", {"name": name, "store": STORE,
+            result = again.call("image", {"name": name, "store": store,
                                           "insecure_registries": [plain["address"]]},
                                 timeout=120)
         finally:
             again.close()
         assert not result["failed"] and len(result["image"]["RootFS"]["Layers"]) == 4, result
-        assert len(list((store / "layers" / "sha256").iterdir())) == 4
+        assert len(list((on_disk / "layers" / "sha256").iterdir())) == 4
     finally:
-        ssh_run(config, state.hosts[1].address, f"rm -rf {STORE}")
+        ssh_run(config, state.hosts[1].address, f"rm -rf {store}")
 
 
-def test_a_tampered_blob_is_refused_and_the_store_unchanged(lab, session, tmp_path):
+def test_a_tampered_blob_is_refused_and_the_store_unchanged(lab, session, tmp_path, store):
     import tarfile
     import uuid
     config, state = lab
@@ -297,11 +307,12 @@ def test_a_tampered_blob_is_refused_and_the_store_unchanged(lab, session, tmp_pa
     original = data.read_bytes()
     data.write_bytes(original[:-4] + b"XXXX")  # same size, other content
     try:
-        result, _ = pull(session, name, insecure_registries=[registry(lab, "plain")["address"]])
+        result, _ = pull(session, name, store,
+                         insecure_registries=[registry(lab, "plain")["address"]])
     finally:
         data.write_bytes(original)
     assert result["failed"] and layer_digest[:12] in result["msg"], result
-    store = config.host_dir(state.hosts[0].index) / "var-lib-fleet" / STORE.split("/")[-1]
-    assert list((store / "tmp").iterdir()) == []
-    assert list((store / "blobs" / "sha256").iterdir()) == []
-    assert list((store / "images").iterdir()) == []
+    on_disk = config.host_dir(state.hosts[0].index) / "var-lib-fleet" / store.split("/")[-1]
+    assert list((on_disk / "tmp").iterdir()) == []
+    assert list((on_disk / "blobs" / "sha256").iterdir()) == []
+    assert list((on_disk / "images").iterdir()) == []
