@@ -111,6 +111,15 @@ def pivot_root(new_root, put_old):
     _check(_lib().syscall(ctypes.c_long(nr), _b(new_root), _b(put_old)), "pivot_root", new_root)
 
 
+def fsync_dir(path):
+    """Make a rename or unlink in directory ``path`` durable (fsync of the directory)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 PR_SET_CHILD_SUBREAPER = 36
 
 

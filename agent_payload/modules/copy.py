@@ -59,7 +59,7 @@ import os
 import stat
 import time
 
-from agent_payload import jsonwire
+from agent_payload import jsonwire, syscalls
 from agent_payload.modules._fileattrs import (
     Failure,
     apply_attrs,
@@ -277,19 +277,6 @@ def _backup(target):
     return backup
 
 
-def _fsync_dir(directory):
-    try:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _write(ctx, params, source, dest, target, st, attrs, result):
     """Stream the content into a temp file beside ``target`` and rename it over."""
     directory = os.path.dirname(target) or "."
@@ -334,7 +321,10 @@ def _write(ctx, params, source, dest, target, st, attrs, result):
         except OSError as exc:
             raise Failure(f"cannot rename a temp file over {target}: {reason(exc)}") from None
         tmp = None
-        _fsync_dir(directory)
+        try:
+            syscalls.fsync_dir(directory)
+        except OSError:
+            pass  # the file is in place; a directory that refuses fsync changes nothing
     except OSError as exc:
         raise Failure(f"cannot write {dest}: {reason(exc)}") from None
     finally:

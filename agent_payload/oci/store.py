@@ -78,14 +78,6 @@ def remove_tree(path):
         os.unlink(path)
 
 
-def _fsync_dir(path):
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class BlobFile:
     """The writable file ``Store.blob_writer`` yields: hashes and counts what is written."""
 
@@ -172,7 +164,7 @@ class Store:
                 raise StoreError(f"blob {digest}: {blob.size} bytes, expected {size}")
             os.chmod(tmp, 0o644)
             os.replace(tmp, final)
-            _fsync_dir(self.blobs_dir)
+            syscalls.fsync_dir(self.blobs_dir)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
@@ -213,7 +205,7 @@ class Store:
                     return final
                 raise StoreError(f"layer {chain_id}: cannot move into place: "
                                  f"{e.strerror}") from None
-            _fsync_dir(self.layers_dir)
+            syscalls.fsync_dir(self.layers_dir)
             return final
         except BaseException:
             if os.path.lexists(tmp):
@@ -256,7 +248,7 @@ class Store:
                 os.fsync(f.fileno())
             os.chmod(tmp, 0o600)
             os.replace(tmp, path)
-            _fsync_dir(self.images_dir)
+            syscalls.fsync_dir(self.images_dir)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
@@ -322,7 +314,7 @@ class Store:
             os.unlink(self._image_file(image_id))
         except FileNotFoundError:
             return False
-        _fsync_dir(self.images_dir)
+        syscalls.fsync_dir(self.images_dir)
         return True
 
     # --- gc -----------------------------------------------------------------------------

@@ -8,7 +8,7 @@ strategies drive one such generator per host: linear in lockstep, free at each h
 own pace.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass
@@ -19,7 +19,6 @@ class HostState:
     failed: bool = False
     unreachable: bool = False
     rescued: int = 0
-    notified: list = field(default_factory=list)
 
     @property
     def stopped(self):

@@ -31,18 +31,15 @@ class JsonCollector(Reporter):
 
     def __init__(self):
         self.plays = []
-        self._tasks = {}
 
     def play_start(self, play, hosts):
         self.plays.append({"play": {"name": play.name, "origin": str(play.origin),
                                     "hosts": list(hosts)}, "tasks": []})
-        self._tasks = {}
 
     def task_start(self, task, hosts):
         entry = {"task": {"name": task.name or task.action, "action": task.action,
                           "origin": str(task.origin)}, "hosts": {}}
         self.plays[-1]["tasks"].append(entry)
-        self._tasks[id(task)] = entry
 
     handler_start = task_start
 

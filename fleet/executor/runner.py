@@ -34,7 +34,7 @@ def run_playbook(playbook, inventory, options, reporter=None, connections=None):
     hostvars = HostVars(inventory, options.extra_vars, lambda: holder.get("play_hosts"),
                         check_mode=options.check, diff_mode=options.diff,
                         playbook_dir=str(playbook.path.parent))
-    ctx = RunContext(options, inventory, hostvars, connections, reporter,
+    ctx = RunContext(options, hostvars, connections, reporter,
                      str(playbook.path.parent))
     ctx.play_hosts = holder
     ctx.pool = ThreadPoolExecutor(max_workers=max(1, options.forks))

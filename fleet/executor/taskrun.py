@@ -22,9 +22,8 @@ from fleet.variables import loop_variables
 class RunContext:
     """Everything a task needs besides itself: options, variables, connections, reporter."""
 
-    def __init__(self, options, inventory, hostvars, connections, reporter, playbook_dir):
+    def __init__(self, options, hostvars, connections, reporter, playbook_dir):
         self.options = options
-        self.inventory = inventory
         self.hostvars = hostvars
         self.connections = connections
         self.reporter = reporter
