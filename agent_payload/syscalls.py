@@ -6,8 +6,6 @@ object it acted on, so a failure deep in container setup still reads as one line
 Everything above this module can be tested with a recording double of it.
 """
 
-import ctypes
-import ctypes.util
 import errno
 import os
 
@@ -36,7 +34,7 @@ MS_SHARED = 1 << 20
 # umount2(2) flags
 MNT_DETACH = 2
 
-_libc = None
+_loaded = []  # [(libc, ctypes)] once a wrapper needed them
 
 
 class SyscallError(OSError):
@@ -49,15 +47,19 @@ class SyscallError(OSError):
 
 
 def _lib():
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    return _libc
+    """(libc, the ctypes module), loaded on first use: most payload runs never call libc,
+    and ctypes.util's find_library alone imports subprocess, shutil and re. The program's
+    own symbol scope (dlopen(NULL)) has libc's functions on glibc and musl alike."""
+    if not _loaded:
+        import ctypes
+
+        _loaded.append((ctypes.CDLL(None, use_errno=True), ctypes))
+    return _loaded[0]
 
 
 def _check(result, call, target):
     if result != 0:
-        raise SyscallError(call, target, ctypes.get_errno() or errno.EIO)
+        raise SyscallError(call, target, _lib()[1].get_errno() or errno.EIO)
 
 
 def _b(value):
@@ -68,12 +70,14 @@ def _b(value):
 
 def unshare(flags):
     """Move the calling process into new namespaces (CLONE_* flags)."""
-    _check(_lib().unshare(ctypes.c_int(flags)), "unshare", hex(flags))
+    libc, ctypes = _lib()
+    _check(libc.unshare(ctypes.c_int(flags)), "unshare", hex(flags))
 
 
 def setns(fd, nstype=0, label=""):
     """Join the namespace open at file descriptor ``fd``."""
-    _check(_lib().setns(ctypes.c_int(fd), ctypes.c_int(nstype)), "setns", label or fd)
+    libc, ctypes = _lib()
+    _check(libc.setns(ctypes.c_int(fd), ctypes.c_int(nstype)), "setns", label or fd)
 
 
 def setns_path(path, nstype=0):
@@ -87,19 +91,22 @@ def setns_path(path, nstype=0):
 
 def mount(source, target, fstype=None, flags=0, data=None):
     """mount(2); ``data`` is the filesystem's option string."""
-    result = _lib().mount(_b(source), _b(target), _b(fstype), ctypes.c_ulong(flags), _b(data))
+    libc, ctypes = _lib()
+    result = libc.mount(_b(source), _b(target), _b(fstype), ctypes.c_ulong(flags), _b(data))
     _check(result, "mount", f"{fstype or source} on {target}")
 
 
 def umount(target, flags=0):
     """umount2(2)."""
-    _check(_lib().umount2(_b(target), ctypes.c_int(flags)), "umount2", target)
+    libc, ctypes = _lib()
+    _check(libc.umount2(_b(target), ctypes.c_int(flags)), "umount2", target)
 
 
 def sethostname(name):
     """Set the UTS namespace's hostname."""
     raw = name.encode()
-    _check(_lib().sethostname(raw, ctypes.c_size_t(len(raw))), "sethostname", name)
+    libc, ctypes = _lib()
+    _check(libc.sethostname(raw, ctypes.c_size_t(len(raw))), "sethostname", name)
 
 
 def pivot_root(new_root, put_old):
@@ -108,7 +115,8 @@ def pivot_root(new_root, put_old):
           "riscv64": 41}.get(os.uname().machine)
     if nr is None:
         raise SyscallError("pivot_root", new_root, errno.ENOSYS)
-    _check(_lib().syscall(ctypes.c_long(nr), _b(new_root), _b(put_old)), "pivot_root", new_root)
+    libc, ctypes = _lib()
+    _check(libc.syscall(ctypes.c_long(nr), _b(new_root), _b(put_old)), "pivot_root", new_root)
 
 
 def fsync_dir(path):
@@ -125,7 +133,8 @@ PR_SET_CHILD_SUBREAPER = 36
 
 def set_child_subreaper():
     """Adopt (and so reap) orphaned descendants instead of leaving them to PID 1."""
-    _check(_lib().prctl(ctypes.c_int(PR_SET_CHILD_SUBREAPER), ctypes.c_ulong(1),
+    libc, ctypes = _lib()
+    _check(libc.prctl(ctypes.c_int(PR_SET_CHILD_SUBREAPER), ctypes.c_ulong(1),
                         ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0)),
            "prctl", "PR_SET_CHILD_SUBREAPER")
 
@@ -134,6 +143,7 @@ def syncfs(path):
     """Flush the filesystem that holds ``path`` (not every filesystem, as sync(2) does)."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        _check(_lib().syncfs(ctypes.c_int(fd)), "syncfs", path)
+        libc, ctypes = _lib()
+        _check(libc.syncfs(ctypes.c_int(fd)), "syncfs", path)
     finally:
         os.close(fd)

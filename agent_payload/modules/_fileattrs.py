@@ -26,6 +26,8 @@ def _regex():
 def _is_octal(text):
     digits = text[2:] if text.startswith("0o") else text
     return bool(digits) and all(c in "01234567" for c in digits)
+
+
 _CLASS_MASK = {"u": stat.S_IRWXU | stat.S_ISUID,
                "g": stat.S_IRWXG | stat.S_ISGID,
                "o": stat.S_IRWXO | stat.S_ISVTX}
@@ -58,6 +60,18 @@ def expand(path):
     if path is None:
         return None
     return os.path.expanduser(os.path.expandvars(path))
+
+
+def create_temp_file(directory, prefix):
+    """(fd, path) of a new, empty file with mode 0600 in ``directory``, made as
+    tempfile.mkstemp makes it, without importing tempfile (about 7 ms of imports)."""
+    for _ in range(100):
+        path = os.path.join(directory, prefix + os.urandom(6).hex())
+        try:
+            return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600), path
+        except FileExistsError:
+            continue
+    raise FileExistsError(17, "no unused temporary name", directory)
 
 
 def current_umask():

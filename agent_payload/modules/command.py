@@ -28,11 +28,8 @@ Returns cmd, rc, stdout, stderr, stdout_lines, stderr_lines, start, end, delta a
 Each stream keeps at most its first OUTPUT_LIMIT bytes (a warning says so).
 """
 
-import datetime
 import os
 import select
-import shlex
-import signal
 import time
 
 from agent_payload import jsonwire, protocol, threads
@@ -221,6 +218,8 @@ def _signal_group(child, signum):
 
 def _kill_group(child):
     """SIGTERM the command's process group, SIGKILL it if it lingers."""
+    import signal  # only a cancel needs it (it imports enum)
+
     _signal_group(child, signal.SIGTERM)
     if not child.wait(GRACE):
         _signal_group(child, signal.SIGKILL)
@@ -300,7 +299,7 @@ def execute(params, ctx, args, shell=None):
         if data and params.get("stdin_add_newline", True):
             data += b"\n"
     argv = [shell, "-c", args] if shell else args
-    start = datetime.datetime.now()
+    start = time.time()
     try:
         child = _Child(argv, chdir, data is not None)
     except OSError as exc:
@@ -313,7 +312,7 @@ def execute(params, ctx, args, shell=None):
     if not _drain(child, ctx, outputs):
         return _cancelled(ctx, child)
     child.close()
-    end = datetime.datetime.now()
+    end = time.time()
 
     strip = params.get("strip_empty_ends", True)
     warnings = []
@@ -323,14 +322,47 @@ def execute(params, ctx, args, shell=None):
         if output.total > len(output.data):
             warnings.append(f"{key} cut to its first {len(output.data)} of "
                             f"{output.total} bytes")
-    result.update(changed=True, rc=child.returncode, start=str(start), end=str(end),
-                  delta=str(end - start))
+    result.update(changed=True, rc=child.returncode, start=_timestamp(start),
+                  end=_timestamp(end), delta=_duration(end - start))
     _fit(result, warnings)
     if warnings:
         result["warnings"] = warnings
     if child.returncode != 0:
         result.update(failed=True, msg="non-zero return code")
     return result
+
+
+def _timestamp(seconds):
+    """Local time as Ansible prints it (str of a datetime), without importing datetime."""
+    micros = int(round(seconds % 1 * 1e6))
+    whole = int(seconds)
+    if micros == 1000000:
+        whole, micros = whole + 1, 0
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(whole)) + f".{micros:06d}"
+
+
+def _duration(seconds):
+    """A duration as str of a timedelta: H:MM:SS.ffffff."""
+    micros = max(0, int(round(seconds * 1e6)))
+    whole, micros = divmod(micros, 1000000)
+    minutes, secs = divmod(whole, 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}.{micros:06d}"
+
+
+# Characters after which shlex.split and a plain split on its whitespace can differ.
+_SHELL_QUOTING = frozenset("'\"\\")
+
+
+def split_command_line(line):
+    """shlex.split(line), without importing shlex (and re, enum) for the common line that
+    has no quotes or backslashes: then shlex only splits on its four whitespace chars."""
+    if _SHELL_QUOTING.isdisjoint(line):
+        words = line.replace("\t", " ").replace("\r", " ").replace("\n", " ").split(" ")
+        return [word for word in words if word]
+    import shlex
+
+    return shlex.split(line)
 
 
 def command_args(params):
@@ -345,7 +377,7 @@ def command_args(params):
         args = list(value)
     else:
         try:
-            args = shlex.split(value)
+            args = split_command_line(value)
         except ValueError as exc:
             return None, f"cannot split the command line: {exc}"
     if params.get("expand_argument_vars", True):

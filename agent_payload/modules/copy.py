@@ -64,6 +64,7 @@ from agent_payload.modules._fileattrs import (
     Failure,
     apply_attrs,
     check_mode_value,
+    create_temp_file,
     current_umask,
     expand,
     failed,
@@ -281,8 +282,7 @@ def _write(ctx, params, source, dest, target, st, attrs, result):
     """Stream the content into a temp file beside ``target`` and rename it over."""
     directory = os.path.dirname(target) or "."
     try:
-        import tempfile
-        fd, tmp = tempfile.mkstemp(prefix=".fleet-copy-", dir=directory)
+        fd, tmp = create_temp_file(directory, ".fleet-copy-")
     except OSError as exc:
         raise Failure(f"cannot create a temp file in {directory}: {reason(exc)}") from None
     regular = st is not None and stat.S_ISREG(st.st_mode)

@@ -12,10 +12,27 @@ import hashlib
 import os
 import shlex
 import socket
+import sys
 import threading
 from dataclasses import dataclass
 
-import paramiko
+
+def _import_paramiko():
+    """Import paramiko without invoke: paramiko.config imports it when installed (about
+    35 ms of asyncio, unittest.mock and more) only for ssh_config's ``Match exec``, which
+    fleet never reads."""
+    if "invoke" in sys.modules:
+        import paramiko
+        return paramiko
+    sys.modules["invoke"] = None  # makes paramiko's optional ``import invoke`` fail fast
+    try:
+        import paramiko
+    finally:
+        del sys.modules["invoke"]
+    return paramiko
+
+
+paramiko = _import_paramiko()
 
 DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
 PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
@@ -124,6 +141,12 @@ def fingerprint(key):
     return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
 
 
+def _resolvable(host):
+    """An ASCII host name as bytes: getaddrinfo then skips the idna codec, whose first use
+    costs a process about 13 ms of imports."""
+    return host.encode("ascii") if host.isascii() else host
+
+
 def _host_key_name(target):
     return target.host if target.port == 22 else f"[{target.host}]:{target.port}"
 
@@ -134,7 +157,8 @@ def connect(target):
     known_path = os.path.expanduser(target.known_hosts or DEFAULT_KNOWN_HOSTS)
     expected = known_hosts(known_path).lookup(_host_key_name(target))
     try:
-        sock = socket.create_connection((target.host, target.port), target.connect_timeout)
+        sock = socket.create_connection((_resolvable(target.host), target.port),
+                                        target.connect_timeout)
     except socket.timeout:
         raise TransportError(f"unreachable: connect to {where} timed out after "
                              f"{target.connect_timeout:g}s") from None

@@ -403,3 +403,21 @@ def test_call_module_directly():
     assert serve.call_module("nope", {}, ctx)["msg"] == "unknown module 'nope'"
     result = serve.call_module("ping", {"extra": 1}, ctx)
     assert result["failed"] is True and "unsupported parameter 'extra'" in result["msg"]
+
+
+def test_common_modules_keep_heavy_imports_out_of_a_payload_start():
+    """Every host pays for the payload's imports on every connection: the modules most
+    tasks use must not pull in re, datetime, tempfile, subprocess or ctypes."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[2])
+    code = (f"import sys; sys.path.insert(0, {root!r})\n"
+            "import agent_payload.serve, agent_payload.modules.command\n"
+            "import agent_payload.modules.copy, agent_payload.modules.file\n"
+            "print(' '.join(sorted(sys.modules)))")
+    loaded = set(subprocess.run([sys.executable, "-I", "-S", "-c", code], check=True,
+                                capture_output=True, text=True).stdout.split())
+    assert loaded.isdisjoint({"re", "datetime", "shlex", "tempfile", "subprocess", "ctypes",
+                              "enum", "shutil"})

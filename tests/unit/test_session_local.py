@@ -96,6 +96,10 @@ class PipeChannel:
         except (BrokenPipeError, ValueError):
             raise OSError("Socket is closed") from None
 
+    def send(self, data):
+        self.sendall(data)
+        return len(data)
+
     def shutdown_write(self):
         self.proc.stdin.close()
 
@@ -384,3 +388,37 @@ def test_missing_python_behind_a_sudo_password_is_named(local, payload):
                             python="/nonexistent/python3")
     with pytest.raises(ssh.RemoteError, match="python not found on local"):
         session_mod._handshake(channel, target, payload)
+
+
+class _SlicingChannel:
+    """Accepts at most ``step`` bytes per send, like a channel with a small window; then
+    answers 0, as paramiko does once the channel is closing."""
+
+    def __init__(self, step, limit):
+        self.step, self.limit, self.got = step, limit, bytearray()
+
+    def send(self, data):
+        taken = bytes(data[:self.step]) if len(self.got) < self.limit else b""
+        self.got += taken
+        return len(taken)
+
+
+def _bare_session(channel):
+    session = Session.__new__(Session)
+    session.channel = channel
+    session._send_lock = threading.Lock()
+    session.target = ssh.Target(name="h", host="h")
+    return session
+
+
+def test_send_hands_over_every_byte_in_slices():
+    frame = os.urandom(200_000)
+    channel = _SlicingChannel(5000, len(frame))
+    _bare_session(channel)._send(frame)
+    assert bytes(channel.got) == frame
+
+
+def test_send_on_a_closing_channel_is_a_lost_connection():
+    channel = _SlicingChannel(5000, 10_000)
+    with pytest.raises(ssh.TransportError, match="connection to h lost"):
+        _bare_session(channel)._send(os.urandom(50_000))

@@ -255,3 +255,19 @@ def test_shell_check_mode_does_not_run(tmp_path):
 def test_shell_bad_parameters(params, message):
     result, _ = call("shell", params)
     assert result["failed"] is True and message in result["msg"]
+
+
+@pytest.mark.parametrize("line", [
+    "true", "  ls   -l\t/tmp \n", "a$b #c ;d", "x\x0by\u00a0z", "", "   ",
+    "printf '%s' ''", 'echo "a b"\\ c', "a\\ b",
+])
+def test_split_command_line_is_shlex_split(line):
+    assert command.split_command_line(line) == shlex.split(line)
+
+
+def test_timestamps_read_like_str_of_datetime():
+    import datetime
+    moment = 1700000000.25
+    assert command._timestamp(moment) == str(datetime.datetime.fromtimestamp(moment))
+    assert command._duration(3725.5) == str(datetime.timedelta(seconds=3725.5))
+    assert command._duration(0.0012) == "0:00:00.001200"

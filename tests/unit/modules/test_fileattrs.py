@@ -1,5 +1,6 @@
 """Mode parsing and resolution shared by file and copy (agent_payload.modules._fileattrs)."""
 
+import os
 import stat
 
 import pytest
@@ -72,3 +73,13 @@ def test_state_and_path_info(tmp_path):
     info = _fileattrs.path_info(str(target))
     assert info["size"] == 1 and info["state"] == "file" and info["mode"].startswith("0")
     assert _fileattrs.path_info(str(tmp_path / "missing")) == {}
+
+
+def test_create_temp_file_is_new_private_and_unique(tmp_path):
+    made = [_fileattrs.create_temp_file(str(tmp_path), ".fleet-t-") for _ in range(20)]
+    for fd, path in made:
+        os.close(fd)
+        assert os.path.dirname(path) == str(tmp_path)
+        assert os.path.basename(path).startswith(".fleet-t-")
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert len({path for _, path in made}) == 20
