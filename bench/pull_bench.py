@@ -1,14 +1,21 @@
 """Pull a ~30 MB compressed image onto a lab host: fleet pull vs the floors.
 
-The image is one gzip layer made of this machine's /usr/lib/python3* and /usr/share/perl*
-trees (thousands of files), pushed by skopeo to the lab's plain registry. Timed, each as
-a whole process, with an empty store on the host:
+The image is one gzip layer holding a Debian bookworm minbase rootfs made by debootstrap
+(cached under /var/tmp/fleet-bench-pull; documentation, man pages and locales left out
+as Docker's slim images do: about 80 MB and 4,100 entries), pushed by skopeo to the
+lab's plain registry. Without debootstrap or a mirror it falls back to this machine's
+/usr/lib/python3* and /usr/share/perl* trees. Timed, each as a whole process, with an
+empty store on the host:
 - `fleet pull` of the image on one lab host;
 - `tar -xzf` of the same layer blob into an empty directory on that host (the floor);
 - `skopeo copy docker://… oci:DIR` on this machine (the raw transfer);
 - `podman pull` when podman is installed (see shared/PEERS.md for its set-up).
 Then a second image sharing that layer plus a small one is pulled: only the new layer
 may be downloaded. Writes a section of bench/RESULTS.md.
+
+Each timed command starts after `sync` and a pause: the lab's disk is mounted with
+`discard`, and file creation right after a large delete costs several times more.
+Earlier runs' files are moved aside, not deleted, until the end.
 
 Usage (as root): python3 bench/pull_bench.py [--runs 3]
 """
@@ -35,8 +42,35 @@ from ping_bench import LAB, fleet_bin, precompile  # noqa: E402
 from results import replace_section  # noqa: E402
 
 WORK = Path("/var/tmp/fleet-bench-pull")
-SOURCES = ["/usr/lib/python3.11", "/usr/share/perl"]
+ROOTFS = WORK / "rootfs"
+FALLBACK_SOURCES = ["/usr/lib/python3.11", "/usr/share/perl"]
+SLIM_EXCLUDES = ["usr/share/doc", "usr/share/man", "usr/share/locale", "usr/share/info"]
 STORE = "/var/lib/fleet"
+SETTLE_SECONDS = 8
+
+
+def minbase_rootfs():
+    """A debootstrap minbase rootfs (made once), or None when it cannot be made here."""
+    if (ROOTFS / "etc" / "debian_version").exists():
+        return ROOTFS
+    if not shutil.which("debootstrap"):
+        return None
+    partial = WORK / "rootfs.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    WORK.mkdir(parents=True, exist_ok=True)
+    made = subprocess.run(["debootstrap", "--variant=minbase", "bookworm", str(partial),
+                           "http://deb.debian.org/debian"], capture_output=True)
+    if made.returncode != 0:
+        shutil.rmtree(partial, ignore_errors=True)
+        return None
+    for sub in SLIM_EXCLUDES + ["var/cache/apt/archives", "var/lib/apt/lists"]:
+        for child in (partial / sub).glob("*"):
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+    partial.rename(ROOTFS)
+    return ROOTFS
 
 
 def build_layer(extra=False):
@@ -50,8 +84,11 @@ def build_layer(extra=False):
             info = tarfile.TarInfo("etc/fleet-bench")
             info.size = 6
             tar.addfile(info, io.BytesIO(b"bench\n"))
+        elif minbase_rootfs() is not None:
+            for name in sorted(os.listdir(ROOTFS)):
+                tar.add(str(ROOTFS / name), arcname=name)
         else:
-            for source in SOURCES:
+            for source in FALLBACK_SOURCES:
                 if os.path.isdir(source):
                     tar.add(source, arcname=source.lstrip("/"))
     data = gzip.compress(raw.getvalue(), compresslevel=6, mtime=0)
@@ -97,6 +134,29 @@ def ssh(address, command):
                           text=True).stdout
 
 
+def settle(seconds=SETTLE_SECONDS):
+    """Let the disk finish what earlier runs started (see the module's note)."""
+    subprocess.run(["sync"], check=True)
+    time.sleep(seconds)
+
+
+def podman_command():
+    """podman with a storage and configuration of the bench's own, or None."""
+    if not shutil.which("podman"):
+        return None
+    root = WORK / "podman"
+    root.mkdir(parents=True, exist_ok=True)
+    # Short run root: podman fails with long socket paths (shared/PEERS.md).
+    storage = root / "storage.conf"
+    storage.write_text(f'[storage]\ndriver = "overlay"\ngraphroot = "{root / "graph"}"\n'
+                       'runroot = "/run/fleetbp"\n')
+    conf = root / "containers.conf"
+    conf.write_text('[engine]\nevents_logger = "file"\ncgroup_manager = "cgroupfs"\n')
+    os.environ["CONTAINERS_STORAGE_CONF"] = str(storage)
+    os.environ["CONTAINERS_CONF"] = str(conf)
+    return ["podman"]
+
+
 def timed(argv, **kwargs):
     started = time.perf_counter()
     subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, **kwargs)
@@ -126,33 +186,54 @@ def main():
     host_blob = "/tmp/fleet-bench-layer.tar.gz"
     (Path(LAB / "hosts" / "lab01" / "tmp") / "fleet-bench-layer.tar.gz").write_bytes(base)
     results = {"fleet pull": [], "tar -xzf (floor)": [], "skopeo copy (transfer)": []}
-    podman = shutil.which("podman")
+    podman = podman_command()
     if podman:
         results["podman pull"] = []
-    for _ in range(args.runs):
-        ssh(address, f"rm -rf {STORE}/* /tmp/fleet-bench-x")
-        results["fleet pull"].append(timed([fleet, "pull", "-i", inventory, "lab01", image]))
-        results["tar -xzf (floor)"].append(timed(
-            ["ssh", "-i", str(LAB / "client_key"), "-o",
-             f"UserKnownHostsFile={LAB / 'known_hosts'}", f"root@{address}",
-             f"mkdir /tmp/fleet-bench-x && tar -xzf {host_blob} -C /tmp/fleet-bench-x"]))
-        shutil.rmtree(WORK / "skopeo-out", ignore_errors=True)
-        results["skopeo copy (transfer)"].append(timed(
-            ["skopeo", "--insecure-policy", "copy", "--quiet", "--src-tls-verify=false",
-             f"docker://{image}", f"oci:{WORK / 'skopeo-out'}:x"]))
+    trash = "/var/lib/fleet/.bench-trash"
+    ssh(address, f"rm -rf {STORE}/* && mkdir -p {trash}")
+    # The payload is on the host before the first timed pull, as on every later one.
+    subprocess.run([fleet, "ping", "-i", inventory, "lab01"], check=True,
+                   stdout=subprocess.DEVNULL)
+    settle(3 * SETTLE_SECONDS)
+    try:
+        for run in range(args.runs):
+            settle()
+            results["fleet pull"].append(timed([fleet, "pull", "-i", inventory, "lab01", image]))
+            # moved aside, not deleted: see the module's note on discard
+            ssh(address, f"mkdir {trash}/{run} && mv {STORE}/blobs {STORE}/layers "
+                         f"{STORE}/images {STORE}/tmp {trash}/{run}/")
+            settle()
+            results["tar -xzf (floor)"].append(timed(
+                ["ssh", "-i", str(LAB / "client_key"), "-o",
+                 f"UserKnownHostsFile={LAB / 'known_hosts'}", f"root@{address}",
+                 f"mkdir {trash}/x{run} && tar -xzf {host_blob} -C {trash}/x{run}"]))
+            shutil.rmtree(WORK / "skopeo-out", ignore_errors=True)
+            settle()
+            results["skopeo copy (transfer)"].append(timed(
+                ["skopeo", "--insecure-policy", "copy", "--quiet", "--src-tls-verify=false",
+                 f"docker://{image}", f"oci:{WORK / 'skopeo-out'}:x"]))
+            if podman:
+                subprocess.run(podman + ["rmi", "-af"], capture_output=True)
+                settle()
+                results["podman pull"].append(timed(podman + ["pull", "--tls-verify=false",
+                                                              image]))
+        # A second image sharing the base layer: only its small layer is fetched.
+        pulled = subprocess.run([fleet, "pull", "-i", inventory, "lab01", image2, "-o", "json"],
+                                check=True, capture_output=True, text=True)
+        second_ok = json.loads(pulled.stdout)["hosts"][0]["ok"]
+        layers_on_host = ssh(address, f"ls {STORE}/layers/sha256 | wc -l").strip()
+    finally:
+        ssh(address, f"rm -rf {STORE}/* {trash} {host_blob}")
         if podman:
-            subprocess.run([podman, "rmi", "-f", image], capture_output=True)
-            results["podman pull"].append(timed([podman, "pull", "--tls-verify=false", image]))
-    # A second image sharing the base layer: only its small layer is fetched.
-    pulled = subprocess.run([fleet, "pull", "-i", inventory, "lab01", image2, "-o", "json"],
-                            check=True, capture_output=True, text=True)
-    second_ok = json.loads(pulled.stdout)["hosts"][0]["ok"]
-    layers_on_host = ssh(address, f"ls {STORE}/layers/sha256 | wc -l").strip()
-    ssh(address, f"rm -rf {STORE}/* /tmp/fleet-bench-x {host_blob}")
+            subprocess.run(podman + ["rmi", "-af"], capture_output=True)
+            shutil.rmtree(WORK / "podman", ignore_errors=True)
+            shutil.rmtree("/run/fleetbp", ignore_errors=True)
+    source = ("a Debian bookworm minbase rootfs from debootstrap" if minbase_rootfs()
+              else ", ".join(FALLBACK_SOURCES))
     lines = [
         f"## fleet pull, one lab host ({datetime.date.today()}, `python3 bench/pull_bench.py`)",
         "",
-        f"One gzip layer of {len(base) / 1e6:.1f} MB ({files} entries: {', '.join(SOURCES)}),",
+        f"One gzip layer of {len(base) / 1e6:.1f} MB ({files} entries: {source}),",
         f"pushed by skopeo to the lab registry; median of {args.runs} runs, seconds, empty "
         "store each time.",
         "",
@@ -162,7 +243,8 @@ def main():
         "",
         f"Second image sharing that layer: pulled ok={second_ok}, {layers_on_host} layer dirs on "
         "the host afterwards (2 = only the new layer was unpacked)."
-        + ("" if podman else " podman was not installed for this run."),
+        + (" podman pulls on this machine (its own storage, overlay driver), from the same"
+           " registry." if podman else " podman was not installed for this run."),
     ]
     print("\n".join(lines))
     replace_section("## fleet pull", lines)

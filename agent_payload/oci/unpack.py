@@ -1,8 +1,9 @@
 """Apply one OCI layer tar to a directory, confined to it, in overlayfs format.
 
 ``unpack_layer`` reads a layer as a stream (gzip, zstd through the host's ``zstd -dc``,
-or plain tar), creates every entry itself (tarfile's extract filters strip setuid bits
-and resolve paths on the host, so they are not used) and converts OCI whiteouts into
+or plain tar), decompressing and hashing it in a second thread, parses it with
+tarstream, creates every entry itself (tarfile's extract filters strip setuid bits and
+resolve paths on the host, so they are not used) and converts OCI whiteouts into
 what overlayfs understands: ``DIR/.wh.NAME`` becomes a character device 0/0 named
 ``NAME`` and ``DIR/.wh..wh..opq`` becomes the xattr ``trusted.overlay.opaque=y`` on DIR.
 
@@ -20,22 +21,24 @@ fresh temporary directory and removes it on failure (``Store.add_layer`` does so
 """
 
 import errno
-import gzip
 import hashlib
 import os
+import queue
 import shutil
 import stat
 import subprocess
-import tarfile
 import tempfile
 import threading
 import zlib
 
+from agent_payload.oci import tarstream
+from agent_payload.oci.tarstream import TarError, TarReader
+
 CHUNK = 1 << 20
+QUEUE_CHUNKS = 8  # uncompressed chunks between the reading and the unpacking thread
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
 OPAQUE_XATTR = "trusted.overlay.opaque"
-XATTR_PAX_PREFIX = "SCHILY.xattr."
 MAX_WARNINGS = 100
 
 _O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
@@ -59,26 +62,99 @@ def chain_id(diff_ids):
     return current
 
 
-class _HashingReader:
-    """A read-only stream that hashes (sha256) and counts every byte read through it."""
+class _SourceError(Exception):
+    """Internal: reading or decompressing the layer failed (``cause`` says how)."""
 
-    def __init__(self, raw):
-        self._raw = raw
+    def __init__(self, cause):
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+class _Inflater:
+    """Reads the layer in a thread of its own, decompresses it and hashes the result.
+
+    The unpacking thread takes the uncompressed chunks from a short queue. zlib and
+    hashlib release the GIL, so decompressing and hashing (the diff id) run on another
+    core while the entries are created, as GNU tar runs gzip beside itself.
+    """
+
+    def __init__(self, source, compression):
         self.hash = hashlib.sha256()
-        self.size = 0
+        self._queue = queue.Queue(maxsize=QUEUE_CHUNKS)
+        self._stop = False
+        self._ended = False
+        self._error = None
+        self._chunks = {"gzip": _gunzip, "none": _plain}.get(compression, _plain)(source)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
 
-    def read(self, n=-1):
-        """Read up to ``n`` bytes, hashing them."""
-        data = self._raw.read(n)
-        if data:
-            self.hash.update(data)
-            self.size += len(data)
-        return data
+    def _run(self):
+        try:
+            for chunk in self._chunks:
+                self.hash.update(chunk)
+                self._queue.put(chunk)
+                if self._stop:
+                    return
+            self._queue.put(b"")
+        except BaseException as e:  # handed to the unpacking thread
+            self._error = e
+            self._queue.put(None)
+
+    def next_chunk(self):
+        """The next uncompressed bytes, b"" at the end; _SourceError when reading failed."""
+        if self._ended:
+            return b""
+        chunk = self._queue.get()
+        if chunk is None:
+            self._queue.put(None)  # every later call fails the same way
+            raise _SourceError(self._error)
+        self._ended = not chunk
+        return chunk
 
     def drain(self):
-        """Read (and hash) what is left of the stream."""
-        while self.read(CHUNK):
+        """Read (and so hash) the rest of the stream: the diff id covers all of it."""
+        while self.next_chunk():
             pass
+
+    def close(self):
+        """Stop the reading thread (it may be blocked handing over a chunk)."""
+        self._stop = True
+        while self._thread.is_alive():
+            try:
+                self._queue.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        self._thread.join()
+
+
+def _plain(source):
+    while True:
+        data = source.read(CHUNK)
+        if not data:
+            return
+        yield data
+
+
+def _gunzip(source):
+    """Uncompressed chunks of a gzip stream (several members allowed, zero padding after)."""
+    inflate, members = None, 0
+    for data in _plain(source):
+        while data:
+            if inflate is None:
+                data = data.lstrip(b"\0")  # padding between or after members
+                if not data:
+                    break
+                inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            # Bounded output: a small, crafted blob must not inflate into memory at once.
+            out = inflate.decompress(data, CHUNK)
+            if out:
+                yield out
+            if inflate.eof:
+                data, inflate, members = inflate.unused_data, None, members + 1
+            else:
+                data = inflate.unconsumed_tail
+    if inflate is not None or not members:
+        raise EOFError("the gzip stream is truncated")
 
 
 class _Zstd:
@@ -135,6 +211,11 @@ class _Zstd:
         if rc != 0:
             raise UnpackError(f"layer {self._layer}: zstd -dc failed: {self._stderr(rc)}")
 
+    def stop(self):
+        """Kill zstd if it still runs."""
+        if self._proc.poll() is None:
+            self._proc.kill()
+
     def close(self):
         """Stop zstd (if still running) and release its pipes."""
         if self._proc.poll() is None:
@@ -156,44 +237,43 @@ def unpack_layer(fileobj, dest_dir, compression, layer_digest=""):
     """
     layer = layer_digest or "<unknown>"
     zstd = None
-    if compression == "gzip":
-        raw = gzip.GzipFile(fileobj=fileobj, mode="rb")
-    elif compression == "none":
-        raw = fileobj
-    elif compression == "zstd":
+    source = fileobj
+    if compression == "zstd":
         if shutil.which("zstd") is None:
             raise UnpackError(f"zstd layer {layer} needs the zstd program on the host")
         zstd = _Zstd(fileobj, layer)
-        raw = zstd.stdout
-    else:
+        source = zstd.stdout
+    elif compression not in ("gzip", "none"):
         raise UnpackError(f"layer {layer}: unknown compression {compression!r}")
-    reader = _HashingReader(raw)
+    inflater = _Inflater(source, "gzip" if compression == "gzip" else "none")
     applier = _Applier(dest_dir, layer)
     try:
         try:
-            with tarfile.open(fileobj=reader, mode="r|") as tar:
-                applier.apply_all(tar)
-            reader.drain()
-        except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as e:
+            applier.apply_all(TarReader(inflater.next_chunk))
+            inflater.drain()
+        except (TarError, _SourceError) as e:
+            cause = e.cause if isinstance(e, _SourceError) else e
             failed = zstd.failure() if zstd is not None else None
             if failed:
                 raise UnpackError(f"layer {layer}: zstd -dc failed: {failed}") from None
+            if isinstance(cause, OSError):
+                raise UnpackError(f"layer {layer}: reading the layer failed: "
+                                  f"{_one_line(cause)}") from None
             where = f" after entry {applier.last!r}" if applier.last is not None else ""
             kind = "tar" if compression == "none" else f"{compression}-compressed tar"
             raise UnpackError(f"layer {layer}: not a valid {kind} stream{where}: "
-                              f"{_one_line(e)}") from None
-        except OSError as e:
-            # read errors of the stream itself (entry errors are wrapped by the applier)
-            raise UnpackError(f"layer {layer}: reading the layer failed: {_one_line(e)}"
-                              ) from None
+                              f"{_one_line(cause)}") from None
         if zstd is not None:
             zstd.finish()
     finally:
         if zstd is not None:
+            zstd.stop()  # so a reading thread waiting for zstd's output sees its end
+        inflater.close()
+        if zstd is not None:
             zstd.close()
         applier.close()
     return {
-        "diff_id": "sha256:" + reader.hash.hexdigest(),
+        "diff_id": "sha256:" + inflater.hash.hexdigest(),
         "files": applier.files,
         "bytes": applier.bytes,
         "warnings": applier.warnings,
@@ -221,7 +301,14 @@ class _Refused(Exception):
 
 
 class _Applier:
-    """Creates tar entries under a directory, relative to O_NOFOLLOW directory fds."""
+    """Creates tar entries under a directory, relative to O_NOFOLLOW directory fds.
+
+    The descriptors of the current entry's parent directories are kept open from one
+    entry to the next (a layer lists a directory's files together), so most entries
+    cost no path walk. Only ancestors of the entry being applied are held, and applying
+    an entry only replaces or removes its own leaf, so a held descriptor always names a
+    directory still inside the layer.
+    """
 
     def __init__(self, dest_dir, layer):
         self.layer = layer
@@ -230,11 +317,14 @@ class _Applier:
         self.bytes = 0
         self.warnings = []
         self.last = None
-        self._dirs = {}  # tuple(parts) -> TarInfo, metadata applied at the end
+        self._dirs = {}  # tuple(parts) -> Entry, metadata applied at the end
         self._chown_failed = 0
+        self._held = []  # [(component, fd)] from the layer root down to the last parent
+        self._ids = (os.geteuid(), os.getegid())
 
     def close(self):
-        """Release the layer dir's descriptor."""
+        """Release the layer dir's descriptors."""
+        self._hold_prefix(0)
         if self.root_fd >= 0:
             os.close(self.root_fd)
             self.root_fd = -1
@@ -249,20 +339,20 @@ class _Applier:
         elif len(self.warnings) == MAX_WARNINGS:
             self.warnings.append("more warnings left out")
 
-    def apply_all(self, tar):
-        """Apply every entry of a stream-mode TarFile, then the directories' metadata."""
+    def apply_all(self, reader):
+        """Apply every entry of a TarReader, then the directories' metadata."""
         while True:
-            member = tar.next()
-            if member is None:
+            entry = reader.next_entry()
+            if entry is None:
                 break
-            self.last = member.name
+            self.last = entry.name
             try:
-                self.apply(tar, member)
+                self.apply(reader, entry)
             except _Refused as e:
-                raise self._error(member.name, str(e)) from None
+                raise self._error(entry.name, str(e)) from None
             except OSError as e:
-                raise self._error(member.name, _os_message(e)) from None
-            tar.members = []  # stream mode: do not keep every TarInfo in memory
+                raise self._error(entry.name, _os_message(e)) from None
+        self._hold_prefix(0)
         self.finish_dirs()
         if self._chown_failed:
             self.warn(f"ownership not applied to {self._chown_failed} entries "
@@ -270,30 +360,31 @@ class _Applier:
 
     # --- resolving paths ------------------------------------------------------------------
 
-    def _open_parent(self, parts, create):
-        """Return an fd of the directory holding ``parts[-1]`` (the caller closes it)."""
+    def _hold_prefix(self, keep):
+        while len(self._held) > keep:
+            os.close(self._held.pop()[1])
+
+    def _parent(self, parts):
+        """The (held, not to be closed) fd of the directory holding ``parts[-1]``,
+        creating missing directories on the way."""
+        wanted = parts[:-1]
+        keep = 0
+        while (keep < len(self._held) and keep < len(wanted)
+               and self._held[keep][0] == wanted[keep]):
+            keep += 1
+        self._hold_prefix(keep)
+        fd = self._held[-1][1] if self._held else self.root_fd
+        for i in range(keep, len(wanted)):
+            fd = _open_dir(fd, wanted, i, create=True)
+            self._held.append((wanted[i], fd))
+        return fd
+
+    def _open_parent(self, parts, create=False):
+        """An fd of the directory holding ``parts[-1]`` that the caller closes."""
         fd = os.dup(self.root_fd)
         try:
-            for i, part in enumerate(parts[:-1]):
-                try:
-                    st = os.lstat(part, dir_fd=fd)
-                except FileNotFoundError:
-                    if not create:
-                        raise _Refused(f"'{'/'.join(parts[:i + 1])}' does not exist") from None
-                    os.mkdir(part, 0o755, dir_fd=fd)
-                    st = os.lstat(part, dir_fd=fd)
-                if stat.S_ISLNK(st.st_mode):
-                    raise _Refused("path leaves the layer (through symlink "
-                                   f"'{'/'.join(parts[:i + 1])}')")
-                if not stat.S_ISDIR(st.st_mode):
-                    raise _Refused(f"parent '{'/'.join(parts[:i + 1])}' is not a directory")
-                try:
-                    nfd = os.open(part, _O_DIR, dir_fd=fd)
-                except OSError as e:
-                    if e.errno == errno.ELOOP:
-                        raise _Refused("path leaves the layer (through symlink "
-                                       f"'{'/'.join(parts[:i + 1])}')") from None
-                    raise
+            for i in range(len(parts) - 1):
+                nfd = _open_dir(fd, parts, i, create)
                 os.close(fd)
                 fd = nfd
             return fd
@@ -303,54 +394,47 @@ class _Applier:
 
     # --- entries --------------------------------------------------------------------------
 
-    def apply(self, tar, member):
+    def apply(self, reader, entry):
         """Apply one tar entry."""
-        parts = _split(member.name)
+        parts = _split(entry.name)
         if parts is None:
             raise _Refused("path leaves the layer")
         if not parts:
-            if member.isdir():
-                self._dirs[()] = member
+            if entry.type == tarstream.DIRECTORY:
+                self._dirs[()] = entry
                 self.files += 1
                 return
             raise _Refused("not a valid path for a non-directory")
-        leaf = parts[-1]
-        if leaf.startswith(WHITEOUT_PREFIX):
-            self._whiteout(parts)
-            return
-        parent = self._open_parent(parts, create=True)
-        try:
-            self._create(tar, member, parts, parent)
-        finally:
-            os.close(parent)
+        parent = self._parent(parts)
+        if parts[-1].startswith(WHITEOUT_PREFIX):
+            self._whiteout(parts, parent)
+        else:
+            self._create(reader, entry, parts, parent)
         self.files += 1
 
-    def _whiteout(self, parts):
+    def _whiteout(self, parts, parent):
         leaf = parts[-1]
-        parent = self._open_parent(parts, create=True)
-        try:
-            if leaf == OPAQUE_MARKER:
-                try:
-                    os.setxattr(parent, OPAQUE_XATTR, b"y")
-                except OSError as e:
-                    raise _Refused(f"cannot set {OPAQUE_XATTR} on the directory: "
-                                   f"{_os_message(e)}") from None
-                return
-            if leaf.startswith(WHITEOUT_PREFIX + WHITEOUT_PREFIX):
-                return  # other .wh..wh.* names are ignored
-            name = leaf[len(WHITEOUT_PREFIX):]
-            if name in ("", ".", ".."):
-                raise _Refused("not a valid whiteout name")
-            self._remove_existing(parent, name)
+        if leaf == OPAQUE_MARKER:
             try:
-                os.mknod(name, stat.S_IFCHR | 0o600, os.makedev(0, 0), dir_fd=parent)
-            except PermissionError:
-                raise _Refused("cannot create the overlay whiteout (a 0/0 character device): "
-                               "not permitted (needs root / CAP_MKNOD)") from None
-            self._dirs.pop(tuple(parts[:-1]) + (name,), None)
-            self.files += 1
-        finally:
-            os.close(parent)
+                os.setxattr(parent, OPAQUE_XATTR, b"y")
+            except OSError as e:
+                raise _Refused(f"cannot set {OPAQUE_XATTR} on the directory: "
+                               f"{_os_message(e)}") from None
+            self.files -= 1  # a marker, not an entry of the layer's tree
+            return
+        if leaf.startswith(WHITEOUT_PREFIX + WHITEOUT_PREFIX):
+            self.files -= 1
+            return  # other .wh..wh.* names are ignored
+        name = leaf[len(WHITEOUT_PREFIX):]
+        if name in ("", ".", ".."):
+            raise _Refused("not a valid whiteout name")
+        self._remove_existing(parent, name)
+        try:
+            os.mknod(name, stat.S_IFCHR | 0o600, os.makedev(0, 0), dir_fd=parent)
+        except PermissionError:
+            raise _Refused("cannot create the overlay whiteout (a 0/0 character device): "
+                           "not permitted (needs root / CAP_MKNOD)") from None
+        self._dirs.pop(tuple(parts[:-1]) + (name,), None)
 
     def _remove_existing(self, parent, name, keep_dir=False):
         """Remove ``name`` in ``parent`` if present; return its lstat (or None)."""
@@ -365,88 +449,101 @@ class _Applier:
             os.unlink(name, dir_fd=parent)
         return st
 
-    def _create(self, tar, member, parts, parent):
+    def _replacing(self, make, parent, leaf):
+        """Run ``make()``, which creates ``leaf``; if the name is taken (an earlier entry of
+        this layer), remove that first. Trying first saves a stat per entry."""
+        try:
+            return make()
+        except FileExistsError:
+            self._remove_existing(parent, leaf)
+            return make()
+
+    def _create(self, reader, entry, parts, parent):
         leaf = parts[-1]
         key = tuple(parts)
-        mode = member.mode & 0o7777
-        if member.isdir():
-            old = self._remove_existing(parent, leaf, keep_dir=True)
-            if old is None or not stat.S_ISDIR(old.st_mode):
-                os.mkdir(leaf, 0o700, dir_fd=parent)
-                if old is not None and _is_whiteout(old):
-                    # deleted and re-created in this layer: hide the lower dir's content
-                    self._set_xattr(member.name, parent, leaf, OPAQUE_XATTR, b"y")
-            self._set_xattrs(member, parent, leaf)
-            self._dirs[key] = member
+        kind = entry.type
+        mode = entry.mode & 0o7777
+        if kind == tarstream.DIRECTORY:
+            self._directory(entry, parent, leaf)
+            self._dirs[key] = entry
             return
         self._dirs.pop(key, None)
-        if member.islnk():
-            self._hardlink(member, parent, leaf)
+        if kind == tarstream.HARDLINK:
+            self._hardlink(entry, parent, leaf)
             return
-        self._remove_existing(parent, leaf)
-        if member.isreg():
-            self._regular(tar, member, parent, leaf, mode)
-        elif member.issym():
-            os.symlink(member.linkname, leaf, dir_fd=parent)
-            self._chown(parent, leaf, member)
-        elif member.isfifo():
-            os.mkfifo(leaf, 0o600, dir_fd=parent)
-            self._chown(parent, leaf, member)
+        if kind == tarstream.REGULAR:
+            self._regular(reader, entry, parent, leaf, mode)
+            return
+        if kind == tarstream.SYMLINK:
+            self._replacing(lambda: os.symlink(entry.linkname, leaf, dir_fd=parent),
+                            parent, leaf)
+            self._chown(parent, leaf, entry)
+        elif kind == tarstream.FIFO:
+            self._replacing(lambda: os.mkfifo(leaf, 0o600, dir_fd=parent), parent, leaf)
+            self._chown(parent, leaf, entry)
             os.chmod(leaf, mode, dir_fd=parent)
-        elif member.ischr() or member.isblk():
-            kind = stat.S_IFCHR if member.ischr() else stat.S_IFBLK
+        elif kind in (tarstream.CHARDEV, tarstream.BLOCKDEV):
+            node = stat.S_IFCHR if kind == tarstream.CHARDEV else stat.S_IFBLK
+            device = os.makedev(entry.devmajor, entry.devminor)
             try:
-                os.mknod(leaf, kind | 0o600, os.makedev(member.devmajor, member.devminor),
-                         dir_fd=parent)
+                self._replacing(lambda: os.mknod(leaf, node | 0o600, device, dir_fd=parent),
+                                parent, leaf)
             except PermissionError:
                 raise _Refused("cannot create the device node: not permitted "
                                "(needs root / CAP_MKNOD)") from None
-            self._chown(parent, leaf, member)
+            self._chown(parent, leaf, entry)
             os.chmod(leaf, mode, dir_fd=parent)
         else:
-            raise _Refused(f"unsupported tar entry type {member.type!r}")
-        self._set_xattrs(member, parent, leaf)
-        _utime(parent, leaf, member.mtime)
+            raise _Refused(f"unsupported tar entry type {entry.typeflag!r}")
+        self._set_xattrs(entry, parent, leaf)
+        os.utime(leaf, ns=(entry.mtime_ns, entry.mtime_ns), dir_fd=parent,
+                 follow_symlinks=False)
 
-    def _regular(self, tar, member, parent, leaf, mode):
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
-        fd = os.open(leaf, flags, 0o600, dir_fd=parent)
+    def _directory(self, entry, parent, leaf):
         try:
-            src = tar.extractfile(member)
-            written = 0
-            if src is not None:
-                while True:
-                    data = src.read(CHUNK)
-                    if not data:
-                        break
-                    view = memoryview(data)
-                    while view:
-                        n = os.write(fd, view)
-                        view = view[n:]
-                    written += len(data)
-            if written != member.size:
-                raise _Refused(f"short content ({written} of {member.size} bytes)")
+            os.mkdir(leaf, 0o700, dir_fd=parent)
+        except FileExistsError:
+            old = os.lstat(leaf, dir_fd=parent)
+            if not stat.S_ISDIR(old.st_mode):
+                self._remove_existing(parent, leaf)
+                os.mkdir(leaf, 0o700, dir_fd=parent)
+                if _is_whiteout(old):
+                    # deleted and re-created in this layer: hide the lower dir's content
+                    self._set_xattr(entry.name, parent, leaf, OPAQUE_XATTR, b"y")
+        self._set_xattrs(entry, parent, leaf)
+
+    def _regular(self, reader, entry, parent, leaf, mode):
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+        fd = self._replacing(lambda: os.open(leaf, flags, 0o600, dir_fd=parent), parent, leaf)
+        try:
+            written = reader.copy_content(fd)
+            if written != entry.size:
+                raise _Refused(f"short content ({written} of {entry.size} bytes)")
             self.bytes += written
-            try:
-                os.fchown(fd, member.uid, member.gid)
-            except PermissionError:
-                self._chown_failed += 1
+            if (entry.uid, entry.gid) != self._ids:  # a new file is ours already
+                try:
+                    os.fchown(fd, entry.uid, entry.gid)
+                except PermissionError:
+                    self._chown_failed += 1
             os.fchmod(fd, mode)  # after chown, which clears setuid/setgid
+            for attr, value in sorted(entry.xattrs.items()):
+                self._set_xattr(entry.name, fd, None, attr, value)
+            os.utime(fd, ns=(entry.mtime_ns, entry.mtime_ns))
         finally:
             os.close(fd)
 
-    def _hardlink(self, member, parent, leaf):
-        target = _split(member.linkname)
+    def _hardlink(self, entry, parent, leaf):
+        target = _split(entry.linkname)
         if target is None or not target:
-            raise _Refused(f"hardlink target {member.linkname!r} leaves the layer")
-        tparent = self._open_parent(target, create=False)
+            raise _Refused(f"hardlink target {entry.linkname!r} leaves the layer")
+        tparent = self._open_parent(target)
         try:
             try:
                 tst = os.lstat(target[-1], dir_fd=tparent)
             except FileNotFoundError:
-                raise _Refused(f"hardlink target {member.linkname!r} does not exist") from None
+                raise _Refused(f"hardlink target {entry.linkname!r} does not exist") from None
             if stat.S_ISDIR(tst.st_mode):
-                raise _Refused(f"hardlink target {member.linkname!r} is a directory")
+                raise _Refused(f"hardlink target {entry.linkname!r} is a directory")
             try:
                 cur = os.lstat(leaf, dir_fd=parent)
             except FileNotFoundError:
@@ -461,24 +558,26 @@ class _Applier:
 
     # --- metadata -------------------------------------------------------------------------
 
-    def _chown(self, parent, leaf, member):
+    def _chown(self, parent, leaf, entry):
+        if (entry.uid, entry.gid) == self._ids:
+            return
         try:
-            os.chown(leaf, member.uid, member.gid, dir_fd=parent, follow_symlinks=False)
+            os.chown(leaf, entry.uid, entry.gid, dir_fd=parent, follow_symlinks=False)
         except PermissionError:
             self._chown_failed += 1
 
-    def _set_xattrs(self, member, parent, leaf):
-        for key, value in sorted(member.pax_headers.items()):
-            if key.startswith(XATTR_PAX_PREFIX):
-                attr = key[len(XATTR_PAX_PREFIX):]
-                if not isinstance(value, bytes):
-                    value = value.encode("utf-8", "surrogateescape")
-                self._set_xattr(member.name, parent, leaf, attr, value)
+    def _set_xattrs(self, entry, parent, leaf):
+        for attr, value in sorted(entry.xattrs.items()):
+            self._set_xattr(entry.name, parent, leaf, attr, value)
 
     def _set_xattr(self, name, parent, leaf, attr, value):
-        path = f"/proc/self/fd/{parent}/{leaf}"
+        """Set an xattr on ``leaf`` in dir fd ``parent`` (or, leaf None, on fd ``parent``)."""
         try:
-            os.setxattr(path, attr, value, follow_symlinks=False)
+            if leaf is None:
+                os.setxattr(parent, attr, value)
+            else:
+                os.setxattr(f"/proc/self/fd/{parent}/{leaf}", attr, value,
+                            follow_symlinks=False)
         except OSError as e:
             self.warn(f"layer {self.layer} entry {name!r}: xattr {attr} not set: "
                       f"{_os_message(e)}")
@@ -486,11 +585,11 @@ class _Applier:
     def finish_dirs(self):
         """Apply owners, modes and mtimes of directories, deepest first."""
         for key in sorted(self._dirs, key=len, reverse=True):
-            member = self._dirs[key]
+            entry = self._dirs[key]
             parts = list(key)
             try:
                 if parts:
-                    parent = self._open_parent(parts, create=False)
+                    parent = self._open_parent(parts)
                     try:
                         fd = os.open(parts[-1], _O_DIR, dir_fd=parent)
                     finally:
@@ -501,25 +600,38 @@ class _Applier:
                 continue  # replaced later in this layer by something else
             try:
                 try:
-                    os.fchown(fd, member.uid, member.gid)
+                    os.fchown(fd, entry.uid, entry.gid)
                 except PermissionError:
                     self._chown_failed += 1
-                os.fchmod(fd, member.mode & 0o7777)
-                ns = int(member.mtime * 1_000_000_000)
-                os.utime(fd, ns=(ns, ns))
+                os.fchmod(fd, entry.mode & 0o7777)
+                os.utime(fd, ns=(entry.mtime_ns, entry.mtime_ns))
             except OSError as e:
-                raise self._error(member.name, _os_message(e)) from None
+                raise self._error(entry.name, _os_message(e)) from None
             finally:
                 os.close(fd)
 
 
+def _open_dir(fd, parts, i, create):
+    """Open directory ``parts[i]`` in dir fd ``fd`` without following a symlink."""
+    part = parts[i]
+    try:
+        return os.open(part, _O_DIR, dir_fd=fd)
+    except FileNotFoundError:
+        if not create:
+            raise _Refused(f"'{'/'.join(parts[:i + 1])}' does not exist") from None
+        os.mkdir(part, 0o755, dir_fd=fd)
+        return os.open(part, _O_DIR, dir_fd=fd)
+    except OSError as e:
+        if e.errno not in (errno.ENOTDIR, errno.ELOOP):
+            raise
+        if stat.S_ISLNK(os.lstat(part, dir_fd=fd).st_mode):
+            raise _Refused("path leaves the layer (through symlink "
+                           f"'{'/'.join(parts[:i + 1])}')") from None
+        raise _Refused(f"parent '{'/'.join(parts[:i + 1])}' is not a directory") from None
+
+
 def _is_whiteout(st):
     return stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(0, 0)
-
-
-def _utime(parent, leaf, mtime):
-    ns = int(mtime * 1_000_000_000)
-    os.utime(leaf, ns=(ns, ns), dir_fd=parent, follow_symlinks=False)
 
 
 def _rmtree_at(parent, name):

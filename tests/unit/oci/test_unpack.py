@@ -325,3 +325,27 @@ def test_chain_id():
     assert chain_id([a, b, c]) == "sha256:" + hashlib.sha256(f"{ab} {c}".encode()).hexdigest()
     with pytest.raises(ValueError):
         chain_id([])
+
+
+def test_gzip_members_and_zero_padding(dest):
+    raw = make_tar([f("a", b"a" * 3000), f("b", b"b")])
+    data = gzip.compress(raw[:1500]) + gzip.compress(raw[1500:]) + bytes(700)
+    stats = unpack_layer(io.BytesIO(data), str(dest), "gzip", DIGEST)
+    assert stats["diff_id"] == "sha256:" + hashlib.sha256(raw).hexdigest()
+    assert (dest / "a").read_bytes() == b"a" * 3000
+
+
+@pytest.mark.parametrize("mangle", [lambda gz: gz[:-12], lambda gz: gz[:40],
+                                    lambda gz: gz[:-8] + b"\0\0\0\0" + gz[-4:]],
+                         ids=["truncated", "cut-early", "bad-crc"])
+def test_damaged_gzip_is_refused(dest, mangle):
+    raw = make_tar([f("a", os.urandom(4000))])
+    with pytest.raises(UnpackError, match=f"layer {DIGEST}: not a valid gzip-compressed tar"):
+        unpack_layer(io.BytesIO(mangle(gzip.compress(raw))), str(dest), "gzip", DIGEST)
+
+
+def test_a_refused_entry_stops_the_reading_thread(dest):
+    # Many chunks still to come when the entry is refused: the reader must not hang.
+    raw = make_tar([f("../evil", b"x")] + [f(f"f{i}", os.urandom(300_000)) for i in range(40)])
+    with pytest.raises(UnpackError, match="path leaves the layer"):
+        unpack(raw, dest, "gzip")
