@@ -139,7 +139,8 @@ def _gunzip(source):
     """Uncompressed chunks of a gzip stream (several members allowed, zero padding after)."""
     inflate, members = None, 0
     for data in _plain(source):
-        while data:
+        more = True
+        while more:
             if inflate is None:
                 data = data.lstrip(b"\0")  # padding between or after members
                 if not data:
@@ -151,8 +152,11 @@ def _gunzip(source):
                 yield out
             if inflate.eof:
                 data, inflate, members = inflate.unused_data, None, members + 1
+                more = bool(data)
             else:
                 data = inflate.unconsumed_tail
+                # A full chunk out: zlib may hold more output though all input went in.
+                more = bool(data) or len(out) == CHUNK
     if inflate is not None or not members:
         raise EOFError("the gzip stream is truncated")
 

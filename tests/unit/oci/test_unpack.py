@@ -349,3 +349,13 @@ def test_a_refused_entry_stops_the_reading_thread(dest):
     raw = make_tar([f("../evil", b"x")] + [f(f"f{i}", os.urandom(300_000)) for i in range(40)])
     with pytest.raises(UnpackError, match="path leaves the layer"):
         unpack(raw, dest, "gzip")
+
+
+def test_highly_compressed_content_comes_out_whole(dest):
+    zeros = bytes(5 * 1024 * 1024 + 123)
+    raw = make_tar([f("zeros", zeros), f("after", b"after")])
+    data = gzip.compress(raw, compresslevel=9)
+    stats = unpack_layer(io.BytesIO(data), str(dest), "gzip", DIGEST)
+    assert stats["diff_id"] == "sha256:" + hashlib.sha256(raw).hexdigest()
+    assert (dest / "zeros").stat().st_size == len(zeros)
+    assert (dest / "after").read_bytes() == b"after"
