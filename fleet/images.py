@@ -87,10 +87,15 @@ def pull(inventory, hosts, name, platform=None, always=False, **kwargs):
     return run_on_hosts(inventory, hosts, "image", params, **kwargs)
 
 
-def remove(inventory, hosts, name, **kwargs):
-    """Remove image ``name`` from every host's store."""
+def remove(inventory, hosts, name, force=False, **kwargs):
+    """Remove image ``name`` from every host's store.
+
+    A host where a container uses the image refuses (its outcome fails) unless ``force``:
+    then the image loses its names there and stays for the container.
+    """
     return run_on_hosts(inventory, hosts, "image",
-                        lambda host: {"name": name, "state": "absent"}, **kwargs)
+                        lambda host: {"name": name, "state": "absent", "force": force},
+                        **kwargs)
 
 
 def list_images(inventory, hosts, **kwargs):

@@ -4,6 +4,8 @@ Options:
   name: the image reference as Docker users write it (busybox, host:port/repo:tag,
       repo@sha256:...).
   state: present (default) or absent.
+  force: with state=absent, remove the image's names even when a container uses it
+      (default false: refuse). The container keeps the image, untagged, and its layers.
   pull: missing (default: only when the store lacks the image) or always (ask the
       registry, and pull when its manifest changed).
   platform: os/arch[/variant] to pull instead of the host's own.
@@ -14,12 +16,16 @@ Options:
 
 Layers are fetched in parallel (verified by digest), unpacked once per chain id into
 overlay lower directories shared between images, and checked against the config's
-rootfs.diff_ids; a failed pull leaves the store as it was. Progress events:
+rootfs.diff_ids; a failed pull leaves the store as it was, except that a blob's download
+so far is kept for the next pull to resume (with a Range request). Progress events:
 ``{layer, done, total}`` while downloading, ``{layer, status}`` per layer.
 
 Returns ``image``: the image as docker inspect shows it (Id, RepoTags, RepoDigests,
 Created, Architecture, Os, Config, RootFS, Size).
 """
+
+import os
+import re
 
 from agent_payload import threads
 from agent_payload.oci.platform import PlatformError, parse_platform
@@ -31,6 +37,7 @@ from agent_payload.oci.unpack import UnpackError, chain_id, unpack_layer
 ARGUMENT_SPEC = {
     "name": {"type": "str", "required": True},
     "state": {"type": "str", "default": "present", "choices": ["present", "absent"]},
+    "force": {"type": "bool", "default": False},
     "pull": {"type": "str", "default": "missing", "choices": ["missing", "always"]},
     "platform": {"type": "str"},
     "registry_auth": {"type": "dict", "no_log": True, "options": {
@@ -40,6 +47,9 @@ ARGUMENT_SPEC = {
     "ca_file": {"type": "path"},
     "store": {"type": "path", "default": "/var/lib/fleet"},
 }
+
+
+_IMAGE_ID = re.compile(r"^(sha256:)?[0-9a-f]{1,64}$")
 
 
 def compression_of(media_type):
@@ -86,25 +96,50 @@ def run(params, ctx):
         store = Store(params["store"])
         with store.lock():
             if params["state"] == "absent":
-                return _remove(store, ref, ctx)
+                return _remove(store, ref, params["name"], params["force"], ctx)
             return _present(store, ref, platform, params, ctx)
     except (RegistryError, StoreError, UnpackError) as exc:
         return {"failed": True, "changed": False, "msg": str(exc)}
 
 
-def _remove(store, ref, ctx):
+def _remove(store, ref, name, force, ctx):
     record = store.find_image(str(ref))
+    if record is None and _IMAGE_ID.match(name.strip()):
+        # An image id (or prefix) parses as a repository name; docker rmi takes both.
+        record = store.find_image(name.strip())
     if record is None:
         return {"changed": False, "msg": f"{ref.familiar} is not present"}
     tag = _tag(ref)
-    others = [t for t in record.get("repo_tags") or [] if t != tag]
-    if not ctx.check_mode:
-        if tag in (record.get("repo_tags") or []) and others:
-            # Like docker rmi: a name of an image that has others only loses that name.
+    tags = list(record.get("repo_tags") or [])
+    others = [t for t in tags if t != tag]
+    if tag in tags and others:
+        # Like docker rmi: a name of an image that has others only loses that name (the
+        # image stays, so a container using it is not concerned).
+        if not ctx.check_mode:
             store.save_image(dict(record, repo_tags=others))
-        else:
-            store.remove_image(record["id"])
-            store.gc()
+        return {"changed": True, "image": inspect(record)}
+    users = store.containers_using(record["id"])
+    if users:
+        shown = ", ".join(users)
+        what = "container" if len(users) == 1 else "containers"
+        if not force:
+            return {"failed": True, "changed": False,
+                    "msg": f"unable to remove image {ref.familiar}: in use by {what} "
+                           f"{shown} (force removes its names only)"}
+        # The containers find their layers through the image's record, so it stays (and
+        # gc keeps its layers and blobs); only its names go, as docker rmi -f does for an
+        # image a running container uses.
+        if not tags and not record.get("repo_digests"):
+            return {"changed": False, "image": inspect(record),
+                    "msg": f"image {record['id']} has no names; kept for {what} {shown}"}
+        if not ctx.check_mode:
+            store.save_image(dict(record, repo_tags=[], repo_digests=[]))
+        return {"changed": True, "image": inspect(record),
+                "msg": f"untagged {ref.familiar}; image {record['id']} kept for {what} "
+                       f"{shown}"}
+    if not ctx.check_mode:
+        store.remove_image(record["id"])
+        store.gc()
     return {"changed": True, "image": inspect(record)}
 
 
@@ -177,13 +212,9 @@ def _download(store, client, ref, layers, ctx):
                 layer = pending.get(0)
             except threads.InputTimeout:
                 return
-            digest = layer["digest"]
-            done, outcome = downloads[digest]
+            done, outcome = downloads[layer["digest"]]
             try:
-                with store.blob_writer(digest, layer.get("size")) as blob:
-                    client.fetch_blob(ref, layer, blob, cancelled=ctx.cancelled,
-                                      progress=lambda d, t, g=digest: ctx.progress(
-                                          layer=g, done=d, total=t))
+                _fetch_blob(store, client, ref, layer, ctx)
             except BaseException as exc:  # handed to the unpacking thread
                 outcome["error"] = exc
             finally:
@@ -192,6 +223,30 @@ def _download(store, client, ref, layers, ctx):
     for _ in range(min(PARALLEL_DOWNLOADS, len(downloads))):
         threads.start(worker)
     return downloads
+
+
+def _fetch_blob(store, client, ref, layer, ctx):
+    """Download one layer blob into the store, resuming what an earlier pull left.
+
+    When resumed bytes fail the digest check, the store drops them and the blob is
+    fetched once more from 0: they, not the registry, may be what was wrong (a crash
+    can leave a partial file whose tail never reached the disk).
+    """
+    digest = layer["digest"]
+    for attempt in (1, 2):
+        resumed = 0
+        try:
+            with store.blob_writer(digest, layer.get("size")) as blob:
+                resumed = blob.size
+                client.fetch_blob(ref, layer, blob, cancelled=ctx.cancelled,
+                                  progress=lambda d, t: ctx.progress(layer=digest, done=d,
+                                                                     total=t))
+            return
+        except (RegistryError, StoreError):
+            # A partial download that is still there was cut off, not found bad.
+            if attempt == 2 or not resumed or ctx.cancelled() or \
+                    os.path.exists(store.partial_path(digest)):
+                raise
 
 
 def _unpack_layer(store, ref, layer, diff_id, chain, ctx, downloads):

@@ -433,9 +433,11 @@ class RegistryClient:
         they arrive and ``cancelled()`` between them (True raises Cancelled). When the
         file already holds N bytes (opened ``r+b``/``a+b``), they are hashed and the rest
         is requested with ``Range: bytes=N-``; a server that ignores Range restarts it
-        from 0. On a digest or size mismatch RegistryError is raised and the file is
-        truncated when possible; its content must not be used: the caller writes to a
-        temporary file and renames it into place only after this returns.
+        from 0. On a digest mismatch or more bytes than the descriptor's size,
+        RegistryError is raised and the file is truncated to 0 when possible; a body cut
+        short raises RegistryError and keeps what arrived, for a later call to resume.
+        Either way its content must not be used: the caller writes to a temporary file
+        and renames it into place only after this returns.
         """
         ref = self._ref(repository)
         if isinstance(descriptor_or_digest, dict):
@@ -540,7 +542,8 @@ class RegistryClient:
     def _finish(self, ref: Reference, dest_file, digest: str, hasher, done: int,
                 total: Optional[int]) -> int:
         if total is not None and done != total:
-            self._truncate(dest_file, 0)
+            # A body cut short is an interruption, not bad content: what arrived stays
+            # for the next call to resume from (its digest check covers those bytes too).
             raise self._error(ref, f"blob {digest}: got {done} of {total} bytes")
         got = digest.partition(":")[0] + ":" + hasher.hexdigest()
         if got != digest:

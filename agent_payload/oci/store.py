@@ -6,13 +6,18 @@ Layout under the root (default /var/lib/fleet, mode 0700)::
     layers/sha256/<chainid-hex>/     unpacked layers in overlayfs format (overlay lower
                                      dirs), named by chain id so identical stacks share
     images/<id-hex>.json             image records
+    containers/<id>/config.json      container records (written by the container code;
+                                     the store only reads them, see below)
     tmp/                             temporary area on the same filesystem
+    tmp/blob-<hex>.partial           a blob's download so far, resumed by the next pull
     .lock                            flock, serializes pulls (and gc) on a host
 
 Everything is written to a temporary name under ``tmp/`` (or next to its target) and
-renamed into place, so a blob, layer dir or record that exists is complete. A blob being
-downloaded is not kept across failures: ``blob_writer`` removes its temp file on any
-exception, so an interrupted pull starts that blob again (no resume).
+renamed into place, so a blob, layer dir or record that exists is complete. A blob's
+download is kept across failures at ``tmp/blob-<hex>.partial`` (see ``blob_writer``) so an
+interrupted pull resumes it; it becomes ``blobs/sha256/<hex>`` only by a rename after its
+digest and size are verified, and it is removed when they do not match. ``gc`` removes
+partial downloads too (a pull after it starts those blobs again).
 
 Writers (pulls, ``save_image``, ``remove_image``, ``gc``) are expected to run inside
 ``with store.lock():``. The lock is not reentrant: take it once per process.
@@ -24,13 +29,19 @@ An image record is a dict with at least ``id`` ("sha256:<hex>", the config diges
 ``diff_ids``, ``blobs`` (every blob digest the image uses: manifest, config, layers),
 ``size`` and ``created``. ``gc`` keeps the blobs named by ``id``, ``manifest_digest``,
 ``config_digest`` and ``blobs``, and the layers named by ``layers``.
+
+A container record (``containers/<id>/config.json``) is a JSON object naming its image
+by ``Image`` (the image id, "sha256:<hex>") and, optionally, itself by ``Name``. That is
+the whole contract between containers and the store: a container uses its image, and
+through the image's record the image's layers. So an image a container uses keeps its
+record (``fleet rmi`` refuses, or with force only takes its names away) and ``gc`` keeps
+its layers (``in_use``). Container code writes its record under ``lock()`` too.
 """
 
 import contextlib
 import errno
 import fcntl
 import hashlib
-import io
 import json
 import os
 import re
@@ -79,24 +90,59 @@ def remove_tree(path):
 
 
 class BlobFile:
-    """The writable file ``Store.blob_writer`` yields: hashes and counts what is written."""
+    """The file ``Store.blob_writer`` yields: a blob's download so far, hashed as it grows.
+
+    Writes always append (the file is open with O_APPEND) and ``hash`` and ``size``
+    always describe the whole file, so the store verifies it without reading it again.
+    ``read``, ``seek`` and ``truncate`` let a resuming writer (RegistryClient.fetch_blob)
+    read back what an earlier attempt left and ask for the rest, or start over.
+    """
 
     def __init__(self, fileobj, name):
         self._f = fileobj
         self.name = name
         self.hash = hashlib.sha256()
         self.size = 0
+        self._rehash()  # what an earlier, interrupted download left
+
+    def _rehash(self):
+        """Hash the file's content from 0 to its end (and leave the position there)."""
+        self.hash = hashlib.sha256()
+        self.size = 0
+        self._f.seek(0)
+        while True:
+            chunk = self._f.read(1024 * 1024)
+            if not chunk:
+                break
+            self.hash.update(chunk)
+            self.size += len(chunk)
 
     def flush(self):
-        """Flush the temp file's buffer."""
+        """Flush the file's buffer."""
         self._f.flush()
 
+    def read(self, size=-1):
+        """Read from the current position (what an earlier download left)."""
+        return self._f.read(size)
+
     def seek(self, offset, whence=0):
-        """Refused: the writer only appends (a resuming reader then starts from 0)."""
-        raise io.UnsupportedOperation("a blob writer only appends")
+        """Move the read position; return it (writes append wherever it is)."""
+        return self._f.seek(offset, whence)
+
+    def tell(self):
+        """The current read position."""
+        return self._f.tell()
+
+    def truncate(self, size=None):
+        """Cut the file to ``size`` bytes (default: the position); return the new size."""
+        size = self._f.tell() if size is None else size
+        self._f.flush()
+        self._f.truncate(size)
+        self._rehash()
+        return self.size
 
     def write(self, data):
-        """Write bytes to the temp file, hashing them; returns the count."""
+        """Append bytes to the file, hashing them; returns the count."""
         self._f.write(data)
         self.hash.update(data)
         self.size += len(data)
@@ -112,6 +158,8 @@ class Store:
         self.layers_dir = os.path.join(self.root, "layers", "sha256")
         self.images_dir = os.path.join(self.root, "images")
         self.tmp_dir = os.path.join(self.root, "tmp")
+        # Not created here: it belongs to the container code, the store only reads it.
+        self.containers_dir = os.path.join(self.root, "containers")
         os.makedirs(self.root, mode=0o700, exist_ok=True)
         os.chmod(self.root, 0o700)
         for path in (self.blobs_dir, self.layers_dir, self.images_dir, self.tmp_dir):
@@ -140,35 +188,62 @@ class Store:
         """True when blob ``digest`` is in the store."""
         return os.path.isfile(self.blob_path(digest))
 
+    def partial_path(self, digest):
+        """Return the path where the download of blob ``digest`` is kept until verified."""
+        return os.path.join(self.tmp_dir, "blob-" + _hex(digest) + ".partial")
+
     @contextlib.contextmanager
     def blob_writer(self, digest, size=None):
         """Yield a BlobFile to write blob ``digest`` into; verify and rename it on exit.
 
-        On a clean exit the content's sha256 (and ``size`` when given) must match, else
-        the temp file is removed and StoreError raised; on an exception in the body the
-        temp file is removed (no partial download is kept).
+        The BlobFile is ``partial_path(digest)``, opened with what an earlier attempt left
+        in it: a writer resumes from there (RegistryClient.fetch_blob does) or truncates
+        it to start over. When the body raises (a download cut off, cancelled or
+        refused) the partial file is kept for the next attempt, unless it is empty: a
+        writer that finds its content bad truncates it (fetch_blob does on a digest or
+        size mismatch). On a clean exit the content's sha256 (and ``size`` when given)
+        must match, else the partial file is removed and StoreError raised; then it is
+        renamed to ``blob_path(digest)``. Hold ``lock()``: two writers of one blob would
+        share the file.
         """
         final = self.blob_path(digest)
-        fd, tmp = tempfile.mkstemp(prefix="blob-", dir=self.tmp_dir)
+        partial = self.partial_path(digest)
+        # O_APPEND: whatever a writer does with the read position, data lands at the end,
+        # so BlobFile's running hash is the file's.
+        fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_APPEND |
+                     getattr(os, "O_CLOEXEC", 0), 0o600)
         try:
-            with os.fdopen(fd, "wb") as f:
-                blob = BlobFile(f, tmp)
+            f = os.fdopen(fd, "a+b")
+        except BaseException:
+            os.close(fd)
+            raise
+        with f:
+            try:
+                blob = BlobFile(f, partial)
                 yield blob
-                f.flush()
-                os.fsync(f.fileno())
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    f.flush()
+                with contextlib.suppress(OSError):
+                    if os.fstat(f.fileno()).st_size == 0:
+                        os.unlink(partial)
+                raise
+            f.flush()
+            os.fsync(f.fileno())
+        try:
             got = "sha256:" + blob.hash.hexdigest()
             if got != digest:
                 raise StoreError(f"blob {digest}: content has digest {got} "
                                  f"({blob.size} bytes), expected {digest}")
             if size is not None and blob.size != size:
                 raise StoreError(f"blob {digest}: {blob.size} bytes, expected {size}")
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, final)
-            syscalls.fsync_dir(self.blobs_dir)
+            os.chmod(partial, 0o644)
+            os.replace(partial, final)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+                os.unlink(partial)
             raise
+        syscalls.fsync_dir(self.blobs_dir)
 
     # --- layers -------------------------------------------------------------------------
 
@@ -213,8 +288,67 @@ class Store:
             raise
 
     def in_use(self, chain_id):
-        """True when a container uses the layer (hook for gc; no containers yet)."""
+        """True when a container's image lists the layer ``chain_id`` (gc keeps it then).
+
+        A container names its image by id and the image's record names its layers. An
+        image record that is present but unreadable counts as using the layer: gc must
+        not remove what a container may stand on.
+        """
+        for image_id in sorted({c["image"] for c in self.list_containers() if c["image"]}):
+            try:
+                record = self.load_image(image_id)
+            except StoreError:
+                if os.path.exists(self._image_file(image_id)):
+                    return True
+                continue
+            if chain_id in (record.get("layers") or []):
+                return True
         return False
+
+    # --- containers (read only: the contract the container code writes to) -------------
+
+    def list_containers(self):
+        """Return ``[{"id", "name", "image"}]`` for every container record, sorted by id.
+
+        ``id`` is the directory name under ROOT/containers, ``name`` the record's
+        ``Name`` (without Docker's leading "/") or else the id, ``image`` its ``Image``
+        when that is an image id ("sha256:<hex>"), else None. A directory without
+        config.json (a container being created or removed) is skipped; a record that is
+        not a JSON object raises StoreError, so nothing is removed from under it.
+        """
+        try:
+            names = sorted(os.listdir(self.containers_dir))
+        except FileNotFoundError:
+            return []
+        found = []
+        for name in names:
+            if name.startswith("."):
+                continue
+            path = os.path.join(self.containers_dir, name, "config.json")
+            try:
+                with open(path, "rb") as f:
+                    record = json.loads(f.read().decode("utf-8"))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            except OSError as e:
+                raise StoreError(f"container record {path}: {e.strerror}") from None
+            except (ValueError, UnicodeDecodeError) as e:
+                raise StoreError(f"container record {path} is not valid JSON: {e}") from None
+            if not isinstance(record, dict):
+                raise StoreError(f"container record {path} is not a JSON object")
+            image = record.get("Image")
+            try:
+                _hex(image, "image id")
+            except StoreError:
+                image = None
+            shown = record.get("Name")
+            shown = shown.lstrip("/") if isinstance(shown, str) and shown.lstrip("/") else name
+            found.append({"id": name, "name": shown, "image": image})
+        return found
+
+    def containers_using(self, image_id):
+        """Return the names of the containers whose image is ``image_id``, sorted."""
+        return sorted(c["name"] for c in self.list_containers() if c["image"] == image_id)
 
     # --- image records ------------------------------------------------------------------
 
@@ -322,6 +456,10 @@ class Store:
     def gc(self):
         """Remove blobs and layers no image references, and stale temp entries.
 
+        A layer no image record lists stays while ``in_use`` says a container needs it.
+        Temp entries include partial downloads: a pull holds the lock, so none is being
+        written, and one left by an interrupted pull would otherwise stay forever (the
+        next pull of that blob starts from 0 instead of resuming).
         Run it holding ``lock()`` (temp entries belong to whoever holds the lock).
         Returns ``{"blobs": [digests], "layers": [chain ids], "tmp": [names]}``.
         """

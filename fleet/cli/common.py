@@ -13,6 +13,10 @@ limit_option = click.option("-l", "--limit", default=None, metavar="PATTERN",
                             help="Further limit the hosts to this pattern.")
 forks_option = click.option("-f", "--forks", default=32, show_default=True, type=click.IntRange(1),
                             help="How many hosts to work on at once.")
+# For commands where -f means --force, as Docker users expect (fleet rmi -f).
+forks_long_option = click.option("--forks", default=32, show_default=True,
+                                 type=click.IntRange(1),
+                                 help="How many hosts to work on at once (no -f here).")
 output_option = click.option("-o", "--output", type=click.Choice(["text", "json"]),
                              default="text", show_default=True,
                              help="json prints one JSON document for scripts.")

@@ -5,6 +5,7 @@ import sys
 import click
 
 from fleet.cli.common import (
+    forks_long_option,
     forks_option,
     inventory_option,
     limit_option,
@@ -36,8 +37,9 @@ def _report(outcomes, output, verb):
             status = ("[red]failed[/red]" if not o.ok else
                       "[yellow]changed[/yellow]" if o.changed else "[green]ok[/green]")
             image = o.images[0] if o.images else {}
+            # A message says more than the tags (failed, not present, kept for a container).
             rows.append((o.host, status, (image.get("Id") or "")[7:19],
-                         escape(o.msg if not o.ok else ", ".join(image.get("RepoTags") or []))))
+                         escape(o.msg or ", ".join(image.get("RepoTags") or []))))
         print_table(("host", verb, "image", "tags / reason"), rows)
     if not all(o.ok for o in outcomes):
         sys.exit(2)
@@ -164,19 +166,26 @@ def _size(size):
 @click.argument("pattern")
 @click.argument("name")
 @limit_option
-@forks_option
+@forks_long_option
 @output_option
-def rm(inventory_path, pattern, name, limit, forks, output):
+@click.option("-f", "--force", is_flag=True,
+              help="Where a container uses the image, remove its names anyway (the "
+                   "container keeps the image and its layers).")
+def rm(inventory_path, pattern, name, limit, forks, output, force):
     """Remove image NAME from PATTERN's hosts (and the layers no other image uses).
+
+    NAME is a reference (repo:tag, repo@digest) or an image id. A host where a container
+    uses the image refuses to remove it (and the command exits 2) unless --force.
 
     \b
     Example:
       fleet image rm -i inventories/lab.ini all 10.231.0.1:5000/busybox:latest
+      fleet rmi -f -i inventories/lab.ini web 10.231.0.1:5000/busybox:latest
     """
     from fleet import images
     inventory = load_inventory(inventory_path)
     outcomes = images.remove(inventory, select_hosts(inventory, pattern, limit), name,
-                             forks=forks)
+                             force=force, forks=forks)
     _report(outcomes, output, "remove")
 
 

@@ -259,7 +259,9 @@ def test_malicious_layer_is_refused_and_the_host_untouched(lab, session, tmp_pat
     assert list((on_disk / "layers" / "sha256").iterdir()) == []
 
 
-def test_a_pull_cut_off_half_way_leaves_nothing_and_can_be_repeated(lab, lab_inventory, store):
+def test_a_pull_cut_off_half_way_keeps_only_downloads_and_can_be_repeated(lab, lab_inventory,
+                                                                          store):
+    import fcntl
     import time
     config, state = lab
     plain = registry(lab, "plain")
@@ -273,11 +275,21 @@ def test_a_pull_cut_off_half_way_leaves_nothing_and_can_be_repeated(lab, lab_inv
             break
     first.close()  # the controller goes away mid-pull
     on_disk = config.host_dir(state.hosts[1].index) / "var-lib-fleet" / store.split("/")[-1]
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and list((on_disk / "tmp").iterdir()):
-        time.sleep(0.1)
     try:
-        assert list((on_disk / "tmp").iterdir()) == []
+        # The cancelled pull is over when it lets go of the store's lock.
+        with open(on_disk / ".lock", "a") as lock:
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    assert time.monotonic() < deadline, "the cut-off pull still holds the lock"
+                    time.sleep(0.1)
+            # Only blob downloads stay behind (for the next pull to resume), no layer dir.
+            left = [p.name for p in (on_disk / "tmp").iterdir()]
+            assert all(n.startswith("blob-") and n.endswith(".partial") for n in left), left
+            assert list((on_disk / "images").iterdir()) == []
         again = Session.open(target)
         try:
             result = again.call("image", {"name": name, "store": store,
@@ -287,6 +299,7 @@ def test_a_pull_cut_off_half_way_leaves_nothing_and_can_be_repeated(lab, lab_inv
             again.close()
         assert not result["failed"] and len(result["image"]["RootFS"]["Layers"]) == 4, result
         assert len(list((on_disk / "layers" / "sha256").iterdir())) == 4
+        assert list((on_disk / "tmp").iterdir()) == []
     finally:
         ssh_run(config, state.hosts[1].address, f"rm -rf {store}")
 

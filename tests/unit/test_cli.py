@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from fleet.cli import main
 
 COMMANDS = [[], ["lab"], ["lab", "up"], ["lab", "down"], ["lab", "status"], ["ping"],
-            ["inventory"]]
+            ["inventory"], ["rmi"], ["image", "rm"]]
 
 INVENTORY = """\
 [web]
@@ -281,3 +281,62 @@ def test_plain_table_layout(capsys):
                                        "a            1\n"
                                        "long-name  100\n"
                                        "note\n")
+
+
+class Removals(list):
+    """fleet.images.remove calls, recorded; every host refuses when ``refuse`` is set."""
+
+    refuse = False
+    msg = ""
+
+    def __call__(self, inventory, hosts, name, force=False, **kwargs):
+        from fleet.images import HostOutcome
+        self.append({"hosts": hosts, "name": name, "force": force, **kwargs})
+        if self.refuse:
+            return [HostOutcome(h, False, msg=f"unable to remove image {name}: in use by "
+                                              "container web-1") for h in hosts]
+        return [HostOutcome(h, True, True, msg=self.msg, images=[{"Id": "sha256:" + "a" * 64,
+                                                                  "RepoTags": [name]}])
+                for h in hosts]
+
+
+@pytest.fixture
+def removals(monkeypatch):
+    from fleet import images
+    calls = Removals()
+    monkeypatch.setattr(images, "remove", calls)
+    return calls
+
+
+def test_rmi_refused_where_a_container_uses_the_image_exits_2(run, inventory, removals):
+    removals.refuse = True
+    result = run("rmi", "-i", inventory, "web", "busybox:latest", "-o", "json")
+    assert result.exit_code == 2
+    assert removals[0]["force"] is False and removals[0]["hosts"] == ["web1", "web2"]
+    hosts = json.loads(result.stdout)["hosts"]
+    assert [h["msg"] for h in hosts] == ["unable to remove image busybox:latest: in use by "
+                                         "container web-1"] * 2
+
+
+@pytest.mark.parametrize("flag", ["-f", "--force"])
+def test_rmi_force(run, inventory, removals, flag):
+    result = run("image", "rm", flag, "-i", inventory, "db", "busybox:latest")
+    assert result.exit_code == 0, result.output
+    assert removals == [{"hosts": ["db1"], "name": "busybox:latest", "force": True,
+                         "forks": 32}]
+    assert "--force" in run("rmi", "--help").output
+
+
+def test_rmi_forks_has_no_short_option(run, inventory, removals):
+    # -f is --force on rmi, as Docker users expect; --forks stays.
+    assert run("rmi", "--forks", "3", "-i", inventory, "all", "x").exit_code == 0
+    assert removals[0]["forks"] == 3 and removals[0]["force"] is False
+
+
+def test_rmi_text_shows_why_an_image_was_kept(run, inventory, removals):
+    removals.msg = "untagged busybox:latest; image sha256:aaa kept for container web-1"
+    result = run("rmi", "-f", "-i", inventory, "db1", "busybox:latest")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[1].split() == [
+        "db1", "changed", "a" * 12, "untagged", "busybox:latest;", "image", "sha256:aaa",
+        "kept", "for", "container", "web-1"]

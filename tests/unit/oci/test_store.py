@@ -1,6 +1,7 @@
 """Tests of agent_payload.oci.store: blobs, layers, image records, gc, lock."""
 
 import hashlib
+import json
 import multiprocessing
 import os
 import stat
@@ -9,8 +10,10 @@ import time
 
 import pytest
 
+from agent_payload.oci.registry import Cancelled, RegistryClient, RegistryError
 from agent_payload.oci.store import Store, StoreError
 from agent_payload.oci.unpack import chain_id
+from tests.unit.oci.fake_registry import FakeRegistry, noise
 
 
 def sha(data):
@@ -58,13 +61,83 @@ def test_blob_writer_size_mismatch(store):
     assert not store.has_blob(sha(data))
 
 
-def test_blob_writer_exception_removes_temp(store):
+def test_blob_writer_exception_keeps_the_partial_download_for_the_next_writer(store):
+    data = b"0123456789" * 1000
+    digest = sha(data)
+    with pytest.raises(RuntimeError):
+        with store.blob_writer(digest, size=len(data)) as f:
+            f.write(data[:3000])
+            raise RuntimeError("download cut off")
+    assert not store.has_blob(digest)
+    assert os.listdir(store.tmp_dir) == ["blob-" + digest[7:] + ".partial"]
+    assert os.path.getsize(store.partial_path(digest)) == 3000
+    with store.blob_writer(digest, size=len(data)) as f:
+        assert f.size == 3000  # what the first writer left
+        assert f.seek(0, os.SEEK_END) == 3000
+        f.seek(0)
+        assert f.read() == data[:3000]
+        f.write(data[3000:])
+    with open(store.blob_path(digest), "rb") as fh:
+        assert fh.read() == data
+    assert stat.S_IMODE(os.stat(store.blob_path(digest)).st_mode) == 0o644
+    assert os.listdir(store.tmp_dir) == []
+
+
+def test_blob_writer_exception_with_nothing_written_leaves_nothing(store):
     digest = sha(b"x")
     with pytest.raises(RuntimeError):
+        with store.blob_writer(digest):
+            raise RuntimeError("registry unreachable")
+    assert os.listdir(store.tmp_dir) == []
+
+
+def test_blob_writer_truncated_to_zero_means_bad_and_is_removed(store):
+    digest = sha(b"good")
+    with pytest.raises(RuntimeError):
         with store.blob_writer(digest) as f:
-            f.write(b"x")
-            raise RuntimeError("download failed")
+            f.write(b"bad!")
+            f.truncate(0)  # what fetch_blob does when the digest does not match
+            raise RuntimeError("digest mismatch")
+    assert os.listdir(store.tmp_dir) == []
+
+
+def test_blob_writer_wrong_partial_content_is_removed_on_verification(store):
+    data = b"the real blob"
+    digest = sha(data)
+    with open(store.partial_path(digest), "wb") as fh:
+        fh.write(b"THE")  # not what the blob starts with
+    with pytest.raises(StoreError, match="content has digest"):
+        with store.blob_writer(digest) as f:
+            f.write(data[3:])
     assert not store.has_blob(digest)
+    assert os.listdir(store.tmp_dir) == []
+    with store.blob_writer(digest) as f:
+        assert f.size == 0
+        f.write(data)
+    assert store.has_blob(digest)
+
+
+def test_blob_file_truncate_keeps_the_hash_in_step(store):
+    data = b"abcdefghij"
+    with store.blob_writer(sha(data)) as f:
+        f.write(b"abcdeXXXX")
+        assert f.truncate(5) == 5 and f.size == 5
+        f.seek(2)  # writes append whatever the position
+        f.write(b"fghij")
+        assert f.hash.hexdigest() == hashlib.sha256(data).hexdigest()
+    with open(store.blob_path(sha(data)), "rb") as fh:
+        assert fh.read() == data
+
+
+def test_gc_removes_partial_downloads(store):
+    digest = sha(b"abc")
+    with pytest.raises(RuntimeError):
+        with store.blob_writer(digest) as f:
+            f.write(b"a")
+            raise RuntimeError("cut")
+    with store.lock():
+        removed = store.gc()
+    assert removed["tmp"] == ["blob-" + digest[7:] + ".partial"]
     assert os.listdir(store.tmp_dir) == []
 
 
@@ -290,3 +363,158 @@ def test_chain_id_values():
     assert chain_id([d0]) == d0
     expected = "sha256:" + hashlib.sha256(f"{d0} {d1}".encode()).hexdigest()
     assert chain_id([d0, d1]) == expected
+
+
+# -- resuming a blob download with RegistryClient.fetch_blob ------------------------------
+
+
+@pytest.fixture
+def registry():
+    with FakeRegistry() as reg:
+        yield reg
+
+
+def _published(registry, size=700_000):
+    """A blob of ``size`` bytes in ``registry``: (client, descriptor, data)."""
+    data = noise(size)
+    registry.blobs[sha(data)] = data
+    client = RegistryClient(registry.address, insecure_registries=[registry.address])
+    return client, {"digest": sha(data), "size": len(data)}, data
+
+
+def _download(store, client, descriptor):
+    with store.blob_writer(descriptor["digest"], descriptor["size"]) as blob:
+        client.fetch_blob("repo", descriptor, blob)
+
+
+def test_a_download_cut_off_resumes_with_a_range_request(store, registry):
+    client, descriptor, data = _published(registry)
+    digest = descriptor["digest"]
+    registry.cut[digest] = 300_000  # the connection drops after that much
+    with pytest.raises(RegistryError, match=f"blob {digest}: got 300000 of {len(data)} bytes"):
+        _download(store, client, descriptor)
+    assert not store.has_blob(digest)
+    assert os.path.getsize(store.partial_path(digest)) == 300_000
+    _download(store, client, descriptor)
+    assert registry.blob_requests(digest) == [None, "bytes=300000-"]
+    with open(store.blob_path(digest), "rb") as fh:
+        assert fh.read() == data
+    assert os.listdir(store.tmp_dir) == []
+
+
+def test_a_cancelled_download_is_kept_and_resumed(store, registry):
+    client, descriptor, data = _published(registry)
+    digest = descriptor["digest"]
+    seen = []
+    with pytest.raises(Cancelled):
+        with store.blob_writer(digest, descriptor["size"]) as blob:
+            client.fetch_blob("repo", descriptor, blob, progress=lambda d, t: seen.append(d),
+                              cancelled=lambda: bool(seen))
+    kept = os.path.getsize(store.partial_path(digest))
+    assert 0 < kept == seen[-1] < len(data)
+    _download(store, client, descriptor)
+    assert registry.blob_requests(digest) == [None, f"bytes={kept}-"]
+    assert store.has_blob(digest) and os.listdir(store.tmp_dir) == []
+
+
+def test_a_corrupt_partial_download_is_removed_and_the_retry_starts_from_0(store, registry):
+    client, descriptor, data = _published(registry)
+    digest = descriptor["digest"]
+    with open(store.partial_path(digest), "wb") as fh:
+        fh.write(bytes(b ^ 0xFF for b in data[:1000]))  # same length, wrong bytes
+    with pytest.raises(RegistryError, match=f"blob {digest}: digest mismatch"):
+        _download(store, client, descriptor)
+    assert not store.has_blob(digest)
+    assert os.listdir(store.tmp_dir) == []  # verified bad: dropped
+    _download(store, client, descriptor)
+    assert registry.blob_requests(digest) == ["bytes=1000-", None]
+    with open(store.blob_path(digest), "rb") as fh:
+        assert fh.read() == data
+
+
+def test_a_registry_ignoring_range_restarts_the_download(store, registry):
+    client, descriptor, data = _published(registry)
+    digest = descriptor["digest"]
+    with open(store.partial_path(digest), "wb") as fh:
+        fh.write(data[:5000])
+    registry.ignore_range = True
+    _download(store, client, descriptor)
+    with open(store.blob_path(digest), "rb") as fh:
+        assert fh.read() == data
+    assert os.listdir(store.tmp_dir) == []
+
+
+def test_a_partial_download_longer_than_the_blob_starts_over(store, registry):
+    client, descriptor, data = _published(registry, size=10_000)
+    digest = descriptor["digest"]
+    with open(store.partial_path(digest), "wb") as fh:
+        fh.write(data + b"trailing junk")
+    _download(store, client, descriptor)
+    assert registry.blob_requests(digest) == [None]
+    assert store.has_blob(digest) and os.listdir(store.tmp_dir) == []
+
+
+# -- containers: the records the store reads, in_use, gc -------------------------------
+
+
+def _container(store, directory, record):
+    path = os.path.join(store.containers_dir, directory)
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, "config.json"), "w") as fh:
+        fh.write(record if isinstance(record, str) else json.dumps(record))
+
+
+def test_containers_using_an_image(store):
+    a, b = _record(1), _record(2)
+    assert store.list_containers() == [] and store.containers_using(a["id"]) == []
+    _container(store, "c1", {"Image": a["id"], "Name": "/web-1"})
+    _container(store, "c2", {"Image": a["id"]})
+    _container(store, "c3", {"Image": b["id"], "Name": "db"})
+    _container(store, "c4", {"Image": "busybox:latest"})  # not an image id: uses none
+    os.makedirs(os.path.join(store.containers_dir, "c5"))  # being created: no record yet
+    _container(store, ".c6-tmp", {"Image": a["id"]})  # hidden: not a container
+    assert store.list_containers() == [
+        {"id": "c1", "name": "web-1", "image": a["id"]},
+        {"id": "c2", "name": "c2", "image": a["id"]},
+        {"id": "c3", "name": "db", "image": b["id"]},
+        {"id": "c4", "name": "c4", "image": None},
+    ]
+    assert store.containers_using(a["id"]) == ["c2", "web-1"]
+    assert store.containers_using(b["id"]) == ["db"]
+    assert store.containers_using(_record(3)["id"]) == []
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{not json", "is not valid JSON"), ("[1, 2]", "is not a JSON object")])
+def test_an_unreadable_container_record_is_an_error(store, content, message):
+    _container(store, "broken", content)
+    path = os.path.join(store.containers_dir, "broken", "config.json")
+    with pytest.raises(StoreError, match=f"^container record {path} {message}"):
+        store.containers_using(_record(1)["id"])
+
+
+def test_in_use_follows_container_to_image_to_layers(store):
+    base, top, other = ("sha256:" + c * 64 for c in "abc")
+    image = _record(1, layers=[base, top])
+    store.save_image(image)
+    assert not store.in_use(base)
+    _container(store, "c1", {"Image": image["id"]})
+    assert store.in_use(base) and store.in_use(top) and not store.in_use(other)
+    store.remove_image(image["id"])
+    assert not store.in_use(base)  # its record gone: nothing tells which layers
+
+
+def test_gc_keeps_the_layers_of_a_container_whose_image_record_is_unreadable(store):
+    base = "sha256:" + "a" * 64
+    store.add_layer(base, lambda tmp: None)
+    image = _record(1, layers=[base])
+    store.save_image(image)
+    _container(store, "c1", {"Image": image["id"]})
+    with open(store._image_file(image["id"]), "w") as fh:
+        fh.write("{torn")  # list_images skips it, in_use must not
+    with store.lock():
+        assert store.gc()["layers"] == []
+    assert store.has_layer(base)
+    os.unlink(store._image_file(image["id"]))
+    with store.lock():
+        assert store.gc()["layers"] == [base]
