@@ -232,7 +232,8 @@ def _push_layer_image(lab, tmp_path, entries, tag):
     return name
 
 
-@pytest.mark.parametrize("entry", ["../fleet-evil", "/fleet-evil-abs", "link/fleet-evil"])
+@pytest.mark.parametrize("entry", ["../fleet-evil", "/fleet-evil-abs", "link/fleet-evil",
+                                   "hardlink:fleet-evil-shadow"])
 def test_malicious_layer_is_refused_and_the_host_untouched(lab, session, tmp_path, entry,
                                                             store):
     import tarfile
@@ -243,10 +244,16 @@ def test_malicious_layer_is_refused_and_the_host_untouched(lab, session, tmp_pat
         link = tarfile.TarInfo("link")
         link.type, link.linkname = tarfile.SYMTYPE, "/var/lib/fleet"
         entries.append((link, None))
-    evil = tarfile.TarInfo(entry)
-    evil.size = 5
-    entries.append((evil, b"evil\n"))
+    if entry.startswith("hardlink:"):
+        evil = tarfile.TarInfo(entry.split(":", 1)[1])
+        evil.type, evil.linkname = tarfile.LNKTYPE, "/etc/shadow"
+        entries.append((evil, None))
+    else:
+        evil = tarfile.TarInfo(entry)
+        evil.size = 5
+        entries.append((evil, b"evil\n"))
     name = _push_layer_image(lab, tmp_path, entries, uuid.uuid4().hex[:10])
+    shadow_links = ssh_run(config, state.hosts[0].address, "stat -c %h /etc/shadow")
     result, _ = pull(session, name, store,
                          insecure_registries=[registry(lab, "plain")["address"]])
     assert result["failed"], result
@@ -257,6 +264,7 @@ def test_malicious_layer_is_refused_and_the_host_untouched(lab, session, tmp_pat
     on_disk = host_dir / store.split("/")[-1]
     assert list((on_disk / "tmp").iterdir()) == []
     assert list((on_disk / "layers" / "sha256").iterdir()) == []
+    assert ssh_run(config, state.hosts[0].address, "stat -c %h /etc/shadow") == shadow_links
 
 
 def test_a_pull_cut_off_half_way_keeps_only_downloads_and_can_be_repeated(lab, lab_inventory,
