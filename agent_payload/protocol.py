@@ -56,12 +56,19 @@ def decode_msg(body):
     return obj
 
 
+# The most one read asks for. An unbuffered read(n) allocates n bytes before it learns
+# how many arrived (a pipe holds 64 KiB), and above 128 KiB glibc maps fresh memory for
+# every such buffer: asking for a whole 1 MiB frame at once cost the host more in page
+# faults than the copy itself.
+READ_SIZE = 64 * 1024
+
+
 def read_exact(read, n):
     """Read exactly n bytes with ``read``; return None on a clean EOF before the first byte."""
     chunks = []
     remaining = n
     while remaining:
-        chunk = read(remaining)
+        chunk = read(min(remaining, READ_SIZE))
         if not chunk:
             if remaining == n:
                 return None

@@ -220,8 +220,26 @@ def _import(name):
     return sys.modules[name]
 
 
+F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ, which Python has only from 3.10
+PIPE_SIZE = 1024 * 1024
+
+
+def _widen_pipe(fd):
+    """Let sshd hand over a whole content chunk at once: with the default 64 KiB pipe it
+    buffers the rest itself, growing (copying, faulting in) its buffers on every new
+    connection. Not a pipe, or not allowed: nothing changes."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_SIZE)
+    except (ImportError, OSError):
+        pass
+
+
 def main(cache_state="cached", version=""):
     """Entry point used by the bootstrap: serve on the process's stdin/stdout."""
+    _widen_pipe(0)
+    _widen_pipe(1)
     proto_in = os.fdopen(os.dup(0), "rb", buffering=0)
     proto_out = os.fdopen(os.dup(1), "wb", buffering=0)
     devnull = os.open(os.devnull, os.O_RDONLY)

@@ -117,3 +117,16 @@ def test_read_exact_returns_none_only_before_first_byte():
     assert protocol.read_exact(reader(b"abc"), 3) == b"abc"
     with pytest.raises(ProtocolError):
         protocol.read_exact(reader(b"ab"), 3)
+
+
+def test_read_exact_asks_for_at_most_read_size_at_a_time():
+    data = bytes(range(256)) * 1000
+    asked = []
+    stream = io.BytesIO(data)
+
+    def read(n):
+        asked.append(n)
+        return stream.read(n)
+
+    assert protocol.read_exact(read, len(data)) == data
+    assert max(asked) == protocol.READ_SIZE and len(asked) == -(-len(data) // protocol.READ_SIZE)

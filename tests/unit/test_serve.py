@@ -421,3 +421,17 @@ def test_common_modules_keep_heavy_imports_out_of_a_payload_start():
                                 capture_output=True, text=True).stdout.split())
     assert loaded.isdisjoint({"re", "datetime", "shlex", "tempfile", "subprocess", "ctypes",
                               "enum", "shutil"})
+
+
+def test_widen_pipe_grows_a_pipe_and_leaves_other_files_alone(tmp_path):
+    import fcntl
+
+    read_end, write_end = os.pipe()
+    try:
+        serve._widen_pipe(read_end)
+        assert fcntl.fcntl(read_end, 1032) == serve.PIPE_SIZE  # F_GETPIPE_SZ
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    with open(tmp_path / "plain", "wb") as handle:
+        serve._widen_pipe(handle.fileno())  # EBADF/EINVAL from fcntl: ignored
