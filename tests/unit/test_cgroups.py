@@ -1,5 +1,5 @@
 """agent_payload.cgroups against temporary cgroup trees (v1 and v2); the real v1 hierarchy
-of this machine is exercised by tests/integration/test_cgroups.py."""
+of this machine is exercised by tests/integration/test_cgroups_host.py."""
 
 import os
 
