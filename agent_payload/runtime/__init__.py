@@ -1,0 +1,1 @@
+"""The container runtime of the payload: planning (spec.py) apart from doing."""
