@@ -128,15 +128,55 @@ def fsync_dir(path):
         os.close(fd)
 
 
+PR_SET_SECCOMP = 22
+PR_CAPBSET_DROP = 24
 PR_SET_CHILD_SUBREAPER = 36
+PR_SET_NO_NEW_PRIVS = 38
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+SECCOMP_MODE_FILTER = 2
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+
+def prctl(option, arg2=0, arg3=0, arg4=0, arg5=0, label=""):
+    """prctl(2) with integer arguments; returns its result."""
+    libc, ctypes = _lib()
+    result = libc.prctl(ctypes.c_int(option), ctypes.c_ulong(arg2), ctypes.c_ulong(arg3),
+                        ctypes.c_ulong(arg4), ctypes.c_ulong(arg5))
+    if result == -1:
+        raise SyscallError("prctl", label or option, ctypes.get_errno() or errno.EIO)
+    return result
 
 
 def set_child_subreaper():
     """Adopt (and so reap) orphaned descendants instead of leaving them to PID 1."""
+    prctl(PR_SET_CHILD_SUBREAPER, 1, label="PR_SET_CHILD_SUBREAPER")
+
+
+def capset(effective, permitted, inheritable):
+    """Set this thread's capability sets (bit masks by capability number)."""
     libc, ctypes = _lib()
-    _check(libc.prctl(ctypes.c_int(PR_SET_CHILD_SUBREAPER), ctypes.c_ulong(1),
-                        ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0)),
-           "prctl", "PR_SET_CHILD_SUBREAPER")
+    header = (ctypes.c_uint32 * 2)(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (ctypes.c_uint32 * 6)()
+    for index, mask in enumerate((effective, permitted, inheritable)):
+        data[index] = mask & 0xFFFFFFFF  # the low words of the three sets, then the high
+        data[3 + index] = (mask >> 32) & 0xFFFFFFFF
+    _check(libc.capset(header, data), "capset", hex(effective))
+
+
+def seccomp_filter(program):
+    """Install a seccomp BPF ``program`` (bytes of struct sock_filter) on this thread;
+    it needs no_new_privs or CAP_SYS_ADMIN."""
+    libc, ctypes = _lib()
+
+    class SockFprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+    code = ctypes.create_string_buffer(program, len(program))
+    fprog = SockFprog(len(program) // 8, ctypes.cast(code, ctypes.c_void_p))
+    _check(libc.prctl(ctypes.c_int(PR_SET_SECCOMP), ctypes.c_ulong(SECCOMP_MODE_FILTER),
+                      ctypes.byref(fprog), ctypes.c_ulong(0), ctypes.c_ulong(0)),
+           "prctl", "PR_SET_SECCOMP")
 
 
 def syncfs(path):
