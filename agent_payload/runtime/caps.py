@@ -32,8 +32,9 @@ def last_cap(path=CAP_LAST_CAP):
         return max(CAP_NUMBERS.values())
 
 
-def apply(names, no_new_privileges=False):
-    """Restrict this process to capabilities ``names`` (and set no_new_privs if asked)."""
+def drop_bounding(names):
+    """Take every capability outside ``names`` out of the bounding set and clear the
+    ambient set (needs CAP_SETPCAP: do it before switching to the container's user)."""
     keep = mask_of(names)
     for number in range(last_cap() + 1):
         if not keep & (1 << number):
@@ -48,6 +49,18 @@ def apply(names, no_new_privileges=False):
     except OSError as exc:
         if exc.errno != errno.EINVAL:  # kernels before 4.3 have no ambient set
             raise
+
+
+def set_sets(names, effective=True):
+    """Effective and permitted sets to ``names`` (or empty, for a non-root user, as under
+    Docker), inheritable empty."""
+    keep = mask_of(names) if effective else 0
+    syscalls.capset(keep, keep, 0)
+
+
+def apply(names, no_new_privileges=False):
+    """Restrict this process to capabilities ``names`` (and set no_new_privs if asked)."""
+    drop_bounding(names)
     if no_new_privileges:
         syscalls.prctl(syscalls.PR_SET_NO_NEW_PRIVS, 1, label="PR_SET_NO_NEW_PRIVS")
-    syscalls.capset(keep, keep, 0)
+    set_sets(names)

@@ -1,0 +1,127 @@
+"""The launcher: a process of its own that makes the container's namespaces and waits for
+its first process.
+
+The payload starts it with posix_spawn (no fork of the payload's threaded process), the
+plan as JSON on fd 3 and a pipe on fd 4 for its events, one JSON object per line:
+``{"started": pid}`` (the host pid of the container's PID 1) or ``{"error": msg}``, then
+``{"exited": code}`` (negative: killed by that signal). fds 0-2 are the container's
+stdin, stdout and stderr.
+
+It joins the container's cgroup, unshares the mount, UTS, IPC, cgroup and PID (and,
+for ``network_mode: none``, network) namespaces, and forks: the child is PID 1 of the
+new PID namespace. The child builds the root (rootfs.setup), sets the hostname,
+rlimits, user and groups, the seccomp filter and the capability sets, and execs the
+command; a failure before exec comes back through a close-on-exec pipe as one line.
+"""
+
+import json
+import os
+import resource
+import sys
+import warnings  # noqa: F401 - os.execvpe imports it, and after pivot_root nothing can be
+
+from agent_payload import syscalls
+from agent_payload.runtime import caps, rootfs, seccomp
+
+S = syscalls
+NAMESPACES = (S.CLONE_NEWNS | S.CLONE_NEWUTS | S.CLONE_NEWIPC | S.CLONE_NEWPID
+              | S.CLONE_NEWCGROUP)
+PLAN_FD, EVENTS_FD = 3, 4
+EXEC_FAILED = 127
+PR_SET_KEEPCAPS = 8
+
+
+def _read_all(fd):
+    chunks = []
+    while True:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def _event(**fields):
+    os.write(EVENTS_FD, (json.dumps(fields) + "\n").encode())
+
+
+def _rlimits(limits):
+    for name, (soft, hard) in (limits or {}).items():
+        which = getattr(resource, "RLIMIT_" + name.upper())
+        current_hard = resource.getrlimit(which)[1]
+        if current_hard != resource.RLIM_INFINITY:
+            hard = min(hard, current_hard) if hard >= 0 else current_hard
+            soft = min(soft, hard) if soft >= 0 else hard
+        resource.setrlimit(which, (soft, hard))
+
+
+def _become(plan, program):
+    """Hostname, rlimits, capabilities, seccomp and user, in an order where each step
+    still holds the privilege it needs."""
+    S.sethostname(plan["hostname"])
+    _rlimits(plan.get("rlimits"))
+    names = plan["capabilities"]
+    caps.drop_bounding(names)  # needs CAP_SETPCAP, which root still has here
+    S.prctl(PR_SET_KEEPCAPS, 1, label="PR_SET_KEEPCAPS")  # permitted set survives setuid
+    if program is not None:
+        # Installed while CAP_SYS_ADMIN is held, so without needing no_new_privs; what
+        # follows (setuid, capset, execve) is not in the filter.
+        S.seccomp_filter(program)
+    os.setgroups(plan.get("groups") or [])
+    os.setgid(plan["gid"])
+    os.setuid(plan["uid"])
+    if plan.get("no_new_privileges"):
+        S.prctl(S.PR_SET_NO_NEW_PRIVS, 1, label="PR_SET_NO_NEW_PRIVS")
+    caps.set_sets(names, effective=plan["uid"] == 0)
+
+
+def _child(plan, error_w):
+    try:
+        # Built before the root changes: nothing can be imported from the host after.
+        program = None if plan.get("privileged") else seccomp.build_filter(
+            plan["capabilities"])
+        rootfs.setup(plan)
+        _become(plan, program)
+        os.chdir(plan.get("working_dir") or "/")
+        argv, env = plan["argv"], plan["env"]
+        environ = dict(item.split("=", 1) for item in env)
+        try:
+            os.execvpe(argv[0], argv, environ)
+        except FileNotFoundError:
+            raise OSError(f'exec: "{argv[0]}": executable file not found in $PATH') from None
+    except BaseException as exc:
+        message = str(exc) or type(exc).__name__
+        try:
+            os.write(error_w, message.encode("utf-8", "replace")[:4000])
+        finally:
+            os._exit(EXEC_FAILED)
+
+
+def main():
+    """Entry point of the launcher process."""
+    plan = json.loads(_read_all(PLAN_FD))
+    os.close(PLAN_FD)
+    try:
+        for procs in plan.get("cgroup_procs") or []:
+            with open(procs, "w") as handle:
+                handle.write(str(os.getpid()))
+        flags = NAMESPACES | (S.CLONE_NEWNET if plan.get("network_mode") == "none" else 0)
+        S.unshare(flags)
+        error_r, error_w = os.pipe2(os.O_CLOEXEC)
+        pid = os.fork()
+    except OSError as exc:
+        _event(error=f"cannot start the container: {exc}")
+        sys.exit(1)
+    if pid == 0:
+        os.close(error_r)
+        _child(plan, error_w)
+    os.close(error_w)
+    failure = _read_all(error_r).decode("utf-8", "replace")
+    os.close(error_r)
+    if failure:
+        os.waitpid(pid, 0)
+        _event(error=failure)
+        sys.exit(1)
+    _event(started=pid)
+    _, status = os.waitpid(pid, 0)
+    code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else -os.WTERMSIG(status)
+    _event(exited=code)

@@ -1,0 +1,227 @@
+"""Run a container in the foreground: create it, start it, wait for it, remove it if asked.
+
+``run(store_root, image, options)`` plans the container (spec.py) from the image record
+in the content store, writes its directory (``STORE/containers/ID``: the overlay upper
+and work dirs, the generated /etc files, config.json), makes its cgroup with the limits,
+and starts the launcher (launch.py) with posix_spawn. It returns the exit code and the
+output, and whether the kernel's OOM killer ended it. A failure before the command ran
+(an option, an image, the launcher) leaves no cgroup and no directory behind; mounts
+never reach the host (rootfs.py).
+
+Detached containers and their supervision are not here yet: this is what `fleet run
+--rm` and the tests of isolation need.
+"""
+
+import json
+import os
+import select
+import shutil
+import stat
+import sys
+
+from agent_payload import cgroups
+from agent_payload.oci.store import Store
+from agent_payload.runtime import spec
+
+OUTPUT_LIMIT = 1024 * 1024
+_LAUNCH = ("import sys; sys.path.insert(0, sys.argv[1]); "
+           "from agent_payload.runtime.launch import main; main()")
+
+
+class RunError(Exception):
+    """The container could not be created or started (one line)."""
+
+
+def _image_file(lower_dirs, relative):
+    """A file's text from the image's layers (topmost first), never through a symlink."""
+    for layer in lower_dirs:
+        path = os.path.join(layer, relative)
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
+            return ""  # whited out
+        if not stat.S_ISREG(st.st_mode):
+            return ""
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with os.fdopen(fd, errors="replace") as handle:
+            return handle.read(1 << 20)
+    return ""
+
+
+def _high_fd(fd):
+    """Move ``fd`` above the launcher's fixed descriptors 0-4 (close-on-exec kept)."""
+    import fcntl
+
+    moved = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
+    os.close(fd)
+    return moved
+
+
+def _limits(options):
+    limits = {"memory": spec.parse_bytes(options.get("memory"), "memory"),
+              "memory_swap": spec.parse_bytes(options.get("memory_swap"), "memory_swap"),
+              "cpus": options.get("cpus"), "cpu_shares": options.get("cpu_shares"),
+              "pids_limit": options.get("pids_limit")}
+    return {key: value for key, value in limits.items() if value is not None}
+
+
+def plan_container(store, record, options, container_id):
+    """The launcher's plan (a JSON-able dict) and the container's directory layout."""
+    image_config = (record.get("config") or {}).get("config") or {}
+    lower_dirs = [store.layer_path(chain) for chain in reversed(record.get("layers") or [])]
+    hostname = options.get("hostname") or container_id[:12]
+    user = options.get("user")
+    if user is None:
+        user = image_config.get("User") or ""
+    uid, gid, groups, home = spec.resolve_user(
+        user, _image_file(lower_dirs, "etc/passwd"), _image_file(lower_dirs, "etc/group"))
+    network_mode = options.get("network_mode") or "none"
+    if network_mode not in ("none", "host"):
+        raise RunError(f"network_mode {network_mode!r} is not supported yet (none, host)")
+    workdir = options.get("working_dir") or image_config.get("WorkingDir") or "/"
+    if not workdir.startswith("/"):
+        raise RunError(f"working_dir {workdir!r} is not an absolute path")
+    directory = os.path.join(store.root, "containers", container_id)
+    return {
+        "id": container_id,
+        "rootfs": os.path.join(directory, "rootfs"),
+        "lower_dirs": lower_dirs,
+        "upper_dir": os.path.join(directory, "upper"),
+        "work_dir": os.path.join(directory, "work"),
+        "etc_files": {name: os.path.join(directory, name)
+                      for name in ("hostname", "hosts", "resolv.conf")},
+        "hostname": hostname,
+        "argv": spec.process_argv(image_config, options.get("entrypoint"),
+                                  options.get("command")),
+        "env": spec.environment(image_config, options.get("env"), hostname, home),
+        "uid": uid, "gid": gid, "groups": groups,
+        "working_dir": workdir,
+        "capabilities": spec.capabilities(options.get("cap_add"), options.get("cap_drop"),
+                                          options.get("privileged", False)),
+        "privileged": bool(options.get("privileged")),
+        "no_new_privileges": bool(options.get("no_new_privileges")),
+        "read_only": bool(options.get("read_only")),
+        "network_mode": network_mode,
+        "mounts": [{"type": "tmpfs", "target": target, "options": opts or "mode=1777"}
+                   for target, opts in (options.get("tmpfs") or {}).items()],
+    }
+
+
+def _write_dir(plan, host_resolv="/etc/resolv.conf"):
+    directory = os.path.dirname(plan["rootfs"])
+    os.makedirs(os.path.dirname(directory), mode=0o700, exist_ok=True)
+    os.mkdir(directory, 0o700)
+    for sub in ("rootfs", "upper", "work"):
+        os.mkdir(os.path.join(directory, sub), 0o755)
+    try:
+        with open(host_resolv) as handle:
+            resolv = handle.read()
+    except OSError:
+        resolv = ""
+    texts = {"hostname": plan["hostname"] + "\n", "hosts": spec.hosts_file(plan["hostname"]),
+             "resolv.conf": spec.resolv_conf(resolv, plan["network_mode"])}
+    for name, text in texts.items():
+        with open(plan["etc_files"][name], "w") as handle:
+            handle.write(text)
+    with open(os.path.join(directory, "config.json"), "w") as handle:
+        json.dump(plan, handle)
+    return directory
+
+
+def _spawn(plan, cgroup):
+    plan = dict(plan, cgroup_procs=cgroup.procs_files if cgroup is not None else [])
+    plan_r, plan_w = (_high_fd(fd) for fd in os.pipe())
+    events_r, events_w = (_high_fd(fd) for fd in os.pipe())
+    out_r, out_w = (_high_fd(fd) for fd in os.pipe())
+    err_r, err_w = (_high_fd(fd) for fd in os.pipe())
+    # The directory that holds the agent_payload package (the payload cache on a host).
+    payload_dir = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
+        spec.__file__))))
+    actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+               (os.POSIX_SPAWN_DUP2, out_w, 1), (os.POSIX_SPAWN_DUP2, err_w, 2),
+               (os.POSIX_SPAWN_DUP2, plan_r, 3), (os.POSIX_SPAWN_DUP2, events_w, 4)]
+    try:
+        pid = os.posix_spawn(sys.executable, [sys.executable, "-I", "-S", "-c", _LAUNCH,
+                                              payload_dir],
+                             {"PATH": os.environ.get("PATH", spec.DEFAULT_PATH)},
+                             file_actions=actions, setsid=True)
+    except OSError as exc:
+        for fd in (plan_r, plan_w, events_r, events_w, out_r, out_w, err_r, err_w):
+            os.close(fd)
+        raise RunError(f"cannot start the launcher: {exc}") from None
+    for fd in (plan_r, events_w, out_w, err_w):
+        os.close(fd)
+    data = json.dumps(plan).encode()
+    view = memoryview(data)
+    while view:
+        view = view[os.write(plan_w, view):]
+    os.close(plan_w)
+    return pid, events_r, out_r, err_r
+
+
+def _collect(events_r, out_r, err_r):
+    """Read the launcher's events and the container's output until all three end."""
+    buffers = {events_r: bytearray(), out_r: bytearray(), err_r: bytearray()}
+    poller = select.poll()
+    for fd in buffers:
+        poller.register(fd, select.POLLIN)
+    open_fds = set(buffers)
+    while open_fds:
+        for fd, _ in poller.poll():
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                poller.unregister(fd)
+                open_fds.discard(fd)
+                os.close(fd)
+            elif len(buffers[fd]) < OUTPUT_LIMIT:
+                buffers[fd] += chunk
+    events = [json.loads(line) for line in bytes(buffers[events_r]).splitlines() if line]
+    return events, bytes(buffers[out_r]), bytes(buffers[err_r])
+
+
+def run(store_root, image, options):
+    """Run ``image`` with ``options`` in the foreground; return its outcome as a dict:
+    id, rc, stdout, stderr, oom_killed."""
+    store = Store(store_root)
+    record = store.find_image(image)
+    if record is None:
+        raise RunError(f"image {image} is not present on this host (pull it first)")
+    container_id = os.urandom(32).hex()
+    try:
+        plan = plan_container(store, record, options, container_id)
+        limits = _limits(options)
+        cgroups.check_limits(limits)
+    except (spec.SpecError, cgroups.CgroupError) as exc:
+        raise RunError(str(exc)) from None
+    directory = _write_dir(plan)
+    cgroup = None
+    try:
+        driver = cgroups.open_driver()
+        cgroup = driver.cgroup(options.get("cgroup_parent") or cgroups.DEFAULT_PARENT,
+                               container_id)
+        cgroup.create(limits)
+        pid, events_r, out_r, err_r = _spawn(plan, cgroup)
+        events, stdout, stderr = _collect(events_r, out_r, err_r)
+        os.waitpid(pid, 0)
+        errors = [e["error"] for e in events if "error" in e]
+        if errors:
+            raise RunError(errors[0])
+        exited = [e["exited"] for e in events if "exited" in e]
+        if not exited:
+            raise RunError("the launcher ended without reporting the container's exit")
+        oom = cgroup.oom_kills() > 0
+    except (OSError, cgroups.CgroupError) as exc:
+        raise RunError(f"cannot run the container: {exc}") from None
+    finally:
+        if cgroup is not None:
+            try:
+                cgroup.remove()
+            except cgroups.CgroupError:
+                pass
+        if options.get("rm", True):
+            shutil.rmtree(directory, ignore_errors=True)
+    return {"id": container_id, "rc": exited[0], "oom_killed": oom,
+            "stdout": stdout.decode("utf-8", "replace"),
+            "stderr": stderr.decode("utf-8", "replace")}

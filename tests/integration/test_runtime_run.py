@@ -1,0 +1,125 @@
+"""Foreground containers on this machine (root): a busybox image made from the machine's
+busybox-static in a store of the test's own, run through agent_payload.runtime.run."""
+
+import json
+import os
+import shutil
+import subprocess
+import uuid
+
+import pytest
+
+from agent_payload import cgroups
+from agent_payload.oci.store import Store
+from agent_payload.runtime.run import RunError, run
+
+BUSYBOX = shutil.which("busybox")
+pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not BUSYBOX,
+                                reason="needs root and busybox-static")
+APPLETS = ("sh", "echo", "cat", "hostname", "id", "ls", "grep", "sleep", "true", "false",
+           "mount", "dd", "wc", "head", "touch", "ps")
+CHAIN = "sha256:" + "b" * 64
+IMAGE_ID = "sha256:" + "c" * 64
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fleet-run-store")
+    s = Store(str(root))
+    layer = s.layer_path(CHAIN)
+    os.makedirs(os.path.join(layer, "bin"))
+    os.makedirs(os.path.join(layer, "etc"))
+    shutil.copy2(BUSYBOX, os.path.join(layer, "bin", "busybox"))
+    for applet in APPLETS:
+        os.symlink("busybox", os.path.join(layer, "bin", applet))
+    with open(os.path.join(layer, "etc", "passwd"), "w") as handle:
+        handle.write("root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n")
+    with open(os.path.join(layer, "etc", "group"), "w") as handle:
+        handle.write("root:x:0:\napp:x:1000:\n")
+    s.save_image({"id": IMAGE_ID, "manifest_digest": "sha256:" + "d" * 64,
+                  "repo_tags": ["fleet-test/busybox:latest"], "repo_digests": [],
+                  "layers": [CHAIN], "blobs": [], "size": 0,
+                  "config": {"config": {"Cmd": ["sh"], "Env": ["PATH=/bin"]},
+                             "rootfs": {"diff_ids": [CHAIN]}}})
+    parent = "fleet-test-" + uuid.uuid4().hex[:8]
+    yield str(root), parent
+    driver = cgroups.open_driver()
+    for mount in set(driver.mounts.values()):
+        if os.path.isdir(os.path.join(mount, parent)):
+            os.rmdir(os.path.join(mount, parent))
+    subprocess.run(["rm", "-rf", str(root)], check=False)
+
+
+def sh(store, script, **options):
+    root, parent = store
+    return run(root, "fleet-test/busybox", dict(options, command=["sh", "-c", script],
+                                                cgroup_parent=parent))
+
+
+def test_isolated_from_the_host(store):
+    out = sh(store, "hostname; echo $$; ls /proc | grep -c '^[0-9]'; "
+                    "grep -E '^Cap(Eff|Bnd)' /proc/self/status; cat /proc/kcore | wc -c; "
+                    "mount -t tmpfs x /mnt 2>&1 || echo mount-refused; cat /etc/hostname",
+             hostname="fleet-box")
+    lines = out["stdout"].splitlines()
+    assert out["rc"] == 0, out
+    assert lines[0] == "fleet-box" and lines[1] == "1"
+    assert int(lines[2]) <= 3  # sh, grep (and ls): nothing of the host
+    assert lines[3].split() == ["CapEff:", "00000000a80425fb"]
+    assert lines[4].split() == ["CapBnd:", "00000000a80425fb"]
+    assert lines[5] == "0" and "mount-refused" in lines[-2] and lines[-1] == "fleet-box"
+
+
+def test_exit_codes_user_and_env(store):
+    assert sh(store, "exit 3")["rc"] == 3
+    out = sh(store, "id -u; id -g; echo $HOME; grep CapEff /proc/self/status; echo $FOO",
+             user="app", env={"FOO": "bar"})
+    assert out["stdout"].split() == ["1000", "1000", "/home/app", "CapEff:",
+                                     "0000000000000000", "bar"]
+
+
+def test_writes_stay_in_the_container(store):
+    root, _ = store
+    out = sh(store, "echo hi > /etc/fleet-written && cat /etc/fleet-written")
+    assert out["stdout"] == "hi\n"
+    layer = Store(root).layer_path(CHAIN)
+    assert not os.path.exists(os.path.join(layer, "etc", "fleet-written"))
+
+
+def test_memory_limit_and_oom(store):
+    out = sh(store, "dd if=/dev/zero of=/dev/null bs=64M count=1", memory="16m",
+             memory_swap="16m")
+    assert out["rc"] == -9 and out["oom_killed"], out
+
+
+def test_bad_input_is_one_line_and_leaves_nothing(store):
+    root, parent = store
+    before = set(os.listdir(os.path.join(root, "containers"))) if os.path.isdir(
+        os.path.join(root, "containers")) else set()
+    with pytest.raises(RunError, match='exec: "no-such-cmd": executable file not found'):
+        run(root, "fleet-test/busybox", {"command": ["no-such-cmd"], "cgroup_parent": parent})
+    with pytest.raises(RunError, match="minimum memory limit"):
+        run(root, "fleet-test/busybox", {"memory": "4m"})
+    with pytest.raises(RunError, match="is not present"):
+        run(root, "fleet-test/nothing", {})
+    after = set(os.listdir(os.path.join(root, "containers")))
+    assert after == before
+    mounts = open("/proc/self/mountinfo").read()
+    assert "fleet-run-store" not in mounts
+    driver = cgroups.open_driver()
+    for mount in set(driver.mounts.values()):
+        assert os.listdir(os.path.join(mount, parent)) == [] or not [
+            d for d in os.listdir(os.path.join(mount, parent))
+            if os.path.isdir(os.path.join(mount, parent, d))]
+
+
+def test_config_is_recorded(store):
+    root, parent = store
+    out = run(root, "fleet-test/busybox", {"command": ["true"], "cgroup_parent": parent,
+                                           "rm": False})
+    directory = os.path.join(root, "containers", out["id"])
+    try:
+        config = json.load(open(os.path.join(directory, "config.json")))
+        assert config["argv"] == ["true"] and config["hostname"] == out["id"][:12]
+    finally:
+        shutil.rmtree(directory)
