@@ -7,9 +7,8 @@ and the credentials from ``fleet login``; none of them is ever part of a result.
 
 from dataclasses import dataclass, field
 
+from fleet.remote import call_module
 from fleet.transport.pool import run_parallel
-from fleet.transport.session import Session
-from fleet.transport.targets import target_for
 
 
 @dataclass
@@ -52,12 +51,8 @@ def run_on_hosts(inventory, hosts, module, params_for, forks=32, timeout=10.0, o
     """
 
     def one(host):
-        session = Session.open(target_for(inventory, host, timeout))
-        try:
-            request = session.start(module, params_for(host))
-            return request.wait(on_progress=(lambda e: on_event(host, e)) if on_event else None)
-        finally:
-            session.close()
+        return call_module(inventory, host, module, params_for(host), timeout,
+                           (lambda e: on_event(host, e)) if on_event else None)
 
     outcomes = []
     for host, (result, error) in run_parallel(hosts, one, forks).items():

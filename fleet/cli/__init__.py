@@ -19,6 +19,7 @@ COMMANDS = {
     "pull": ("fleet.cli.image", "pull"),
     "rmi": ("fleet.cli.image", "rm"),
     "inventory": ("fleet.cli.inventory", "inventory"),
+    "run": ("fleet.cli.run", "run"),
 }
 SUMMARIES = {
     "apply": "Run a playbook on the inventory's hosts (check, diff, tags, limit).",
@@ -31,6 +32,7 @@ SUMMARIES = {
     "pull": "Pull an image onto hosts (same as image pull).",
     "rmi": "Remove an image from hosts (same as image rm).",
     "inventory": "Show an inventory as ansible-inventory does (--list, --graph, --host).",
+    "run": "Run a container in the foreground on a host (like docker run --rm).",
 }
 
 

@@ -1,0 +1,70 @@
+"""container_run: run a container in the foreground and return its exit code and output.
+
+The engine of `fleet run --rm`: create, start, wait, remove. Detached containers, their
+supervision and the state-based ``container`` module come next, on the same runtime.
+
+Options:
+  image: the image (reference or id) in the host's store (pull it first).
+  command: the command (a list, or a string split like a shell), replacing the image's
+      Cmd; entrypoint: replaces the image's Entrypoint (and drops its Cmd).
+  env: a mapping of variables added to the image's Env.
+  user: name, uid, name:group or uid:gid, looked up in the image.
+  working_dir, hostname.
+  memory, memory_swap: sizes as Docker reads them (512m, 1g; memory_swap is memory
+      plus swap, -1 unlimited); cpus (a float); cpu_shares; pids_limit.
+  cap_add, cap_drop: capability names (ALL too); privileged: every capability, no
+      seccomp filter, nothing masked.
+  no_new_privileges, read_only: as docker run's options.
+  tmpfs: {path: mount options} of tmpfs mounts.
+  network_mode: none (default until networks come) or host.
+  cgroup_parent: the cgroup the container's goes under (default fleet).
+  store: the content store's root (default /var/lib/fleet).
+
+Returns id, rc, stdout, stderr and oom_killed; a non-zero rc fails the task, as command
+does; changed is true when the container ran.
+"""
+
+from agent_payload.runtime.run import RunError
+from agent_payload.runtime.run import run as run_container
+
+ARGUMENT_SPEC = {
+    "image": {"type": "str", "required": True},
+    "command": {"type": "raw"},
+    "entrypoint": {"type": "raw"},
+    "env": {"type": "dict", "default": {}},
+    "user": {"type": "str"},
+    "working_dir": {"type": "str"},
+    "hostname": {"type": "str"},
+    "memory": {"type": "str"},
+    "memory_swap": {"type": "str"},
+    "cpus": {"type": "float"},
+    "cpu_shares": {"type": "int"},
+    "pids_limit": {"type": "int"},
+    "cap_add": {"type": "list", "elements": "str", "default": []},
+    "cap_drop": {"type": "list", "elements": "str", "default": []},
+    "privileged": {"type": "bool", "default": False},
+    "no_new_privileges": {"type": "bool", "default": False},
+    "read_only": {"type": "bool", "default": False},
+    "tmpfs": {"type": "dict", "default": {}},
+    "network_mode": {"type": "str", "default": "none", "choices": ["none", "host"]},
+    "cgroup_parent": {"type": "str"},
+    "store": {"type": "path", "default": "/var/lib/fleet"},
+}
+
+
+def run(params, ctx):
+    """Run the container (check mode: say it would)."""
+    if ctx.check_mode:
+        return {"changed": True, "msg": f"would run a container of {params['image']}"}
+    options = {key: value for key, value in params.items()
+               if key not in ("image", "store") and value is not None}
+    try:
+        outcome = run_container(params["store"], params["image"], options)
+    except RunError as exc:
+        return {"failed": True, "changed": False, "msg": str(exc)}
+    outcome["changed"] = True
+    if outcome["rc"] != 0:
+        outcome["failed"] = True
+        outcome["msg"] = ("the container was killed for lack of memory" if outcome["oom_killed"]
+                          else f"the container exited with {outcome['rc']}")
+    return outcome

@@ -1,0 +1,112 @@
+"""fleet run: a container in the foreground on one host, as docker run --rm does."""
+
+import sys
+
+import click
+
+from fleet.cli.common import inventory_option, load_inventory, output_option, print_json
+
+# docker run's exit codes for failures that are not the container's own
+EXIT_NOT_RUN, EXIT_NOT_FOUND = 125, 127
+
+
+def _env(pairs):
+    env = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{pair!r} is not NAME=value", param_hint="-e")
+        env[name] = value
+    return env
+
+
+def _tmpfs(items):
+    mounts = {}
+    for item in items:
+        path, _, options = item.partition(":")
+        mounts[path] = options
+    return mounts
+
+
+@click.command(context_settings={"ignore_unknown_options": False,
+                                 "allow_interspersed_args": False})
+@inventory_option
+@click.argument("host")
+@click.argument("image")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@click.option("--rm", "remove", is_flag=True,
+              help="Remove the container when it exits (always, for now).")
+@click.option("-d", "--detach", is_flag=True, help="Not yet: containers run in the foreground.")
+@click.option("-e", "--env", "env", multiple=True, metavar="NAME=VALUE",
+              help="Set a variable (repeatable).")
+@click.option("--entrypoint", default=None, help="Replace the image's entrypoint.")
+@click.option("-w", "--workdir", default=None, help="Working directory in the container.")
+@click.option("-u", "--user", default=None, help="name, uid, name:group or uid:gid.")
+@click.option("--hostname", default=None, help="The container's hostname.")
+@click.option("--memory", "-m", default=None, help="Memory limit (e.g. 256m).")
+@click.option("--memory-swap", default=None, help="Memory plus swap (-1: no swap limit).")
+@click.option("--cpus", type=float, default=None, help="CPUs (a fraction is fine).")
+@click.option("--cpu-shares", type=int, default=None, help="Relative CPU weight.")
+@click.option("--pids-limit", type=int, default=None, help="Most processes at once.")
+@click.option("--cap-add", multiple=True, help="Add a capability (repeatable).")
+@click.option("--cap-drop", multiple=True, help="Drop a capability (repeatable, ALL too).")
+@click.option("--privileged", is_flag=True, help="Every capability, no seccomp, no masks.")
+@click.option("--read-only", is_flag=True, help="Mount the root filesystem read-only.")
+@click.option("--security-opt", multiple=True, metavar="no-new-privileges",
+              help="Only no-new-privileges for now.")
+@click.option("--tmpfs", multiple=True, metavar="PATH[:OPTIONS]", help="A tmpfs mount.")
+@click.option("--network", default="none", type=click.Choice(["none", "host"]),
+              show_default=True, help="The network (bridges come with the network issue).")
+@output_option
+def run(inventory_path, host, image, command, remove, detach, env, entrypoint, workdir, user,
+        hostname, memory, memory_swap, cpus, cpu_shares, pids_limit, cap_add, cap_drop,
+        privileged, read_only, security_opt, tmpfs, network, output):
+    """Run COMMAND in a new container of IMAGE on inventory host HOST, in the foreground;
+    print its output and exit with its exit code (125 when it could not run, 127 when
+    the command is not in the image). Options go before HOST, as docker run's go before
+    the image: what follows IMAGE is the command.
+
+    \b
+    Example:
+      fleet run --rm -i inventories/lab.ini --memory 64m -e GREETING=hi \\
+          lab01 10.231.0.1:5000/busybox:latest sh -c 'echo $GREETING from $(hostname)'
+    """
+    from fleet.remote import call_module
+    from fleet.transport.session import RequestError
+    from fleet.transport.ssh import TransportError
+
+    if detach:
+        raise click.UsageError("-d: detached containers are not supported yet")
+    bad = [opt for opt in security_opt if opt not in ("no-new-privileges",
+                                                      "no-new-privileges:true")]
+    if bad:
+        raise click.BadParameter(f"{bad[0]!r}: only no-new-privileges for now",
+                                 param_hint="--security-opt")
+    inventory = load_inventory(inventory_path)
+    if host not in inventory.hosts:
+        raise click.ClickException(f"host {host!r} is not in {inventory_path}")
+    params = {"image": image, "env": _env(env), "cap_add": list(cap_add),
+              "cap_drop": list(cap_drop), "privileged": privileged, "read_only": read_only,
+              "no_new_privileges": bool(security_opt), "tmpfs": _tmpfs(tmpfs),
+              "network_mode": network}
+    optional = {"command": list(command) or None, "entrypoint": entrypoint,
+                "working_dir": workdir, "user": user, "hostname": hostname,
+                "memory": memory, "memory_swap": memory_swap, "cpus": cpus,
+                "cpu_shares": cpu_shares, "pids_limit": pids_limit}
+    params.update({key: value for key, value in optional.items() if value is not None})
+    try:
+        result = call_module(inventory, host, "container_run", params, timeout=10.0)
+    except (TransportError, RequestError) as exc:
+        click.echo(f"fleet run: {host}: {exc}", err=True)
+        sys.exit(EXIT_NOT_RUN)
+    if output == "json":
+        print_json({"host": host, **result})
+    else:
+        sys.stdout.write(result.get("stdout", ""))
+        sys.stderr.write(result.get("stderr", ""))
+    if "rc" not in result:
+        message = result.get("msg", "the container did not run")
+        click.echo(f"fleet run: {host}: {message}", err=True)
+        sys.exit(EXIT_NOT_FOUND if "executable file not found" in message else EXIT_NOT_RUN)
+    rc = result["rc"]
+    sys.exit(rc if rc >= 0 else 128 - rc)
