@@ -140,18 +140,22 @@ def settle(seconds=SETTLE_SECONDS):
     time.sleep(seconds)
 
 
-def podman_command():
-    """podman with a storage and configuration of the bench's own, or None."""
+def podman_command(work=WORK):
+    """podman with a storage and configuration of the bench's own (under ``work``), or
+    None. Settings from shared/PEERS.md: runc (crun refuses hybrid cgroups here), file
+    events, ulimits within this machine's hard limits."""
     if not shutil.which("podman"):
         return None
-    root = WORK / "podman"
+    root = work / "podman"
     root.mkdir(parents=True, exist_ok=True)
     # Short run root: podman fails with long socket paths (shared/PEERS.md).
     storage = root / "storage.conf"
     storage.write_text(f'[storage]\ndriver = "overlay"\ngraphroot = "{root / "graph"}"\n'
                        'runroot = "/run/fleetbp"\n')
     conf = root / "containers.conf"
-    conf.write_text('[engine]\nevents_logger = "file"\ncgroup_manager = "cgroupfs"\n')
+    conf.write_text('[containers]\ndefault_ulimits = ["nofile=20000:20000", '
+                    '"nproc=32768:32768"]\n[engine]\nevents_logger = "file"\n'
+                    'cgroup_manager = "cgroupfs"\nruntime = "runc"\n')
     os.environ["CONTAINERS_STORAGE_CONF"] = str(storage)
     os.environ["CONTAINERS_CONF"] = str(conf)
     return ["podman"]
