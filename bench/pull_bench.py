@@ -155,10 +155,21 @@ def podman_command(work=WORK):
     conf = root / "containers.conf"
     conf.write_text('[containers]\ndefault_ulimits = ["nofile=20000:20000", '
                     '"nproc=32768:32768"]\n[engine]\nevents_logger = "file"\n'
-                    'cgroup_manager = "cgroupfs"\nruntime = "runc"\n')
+                    'cgroup_manager = "cgroupfs"\nruntime = "runc"\n'
+                    'tmp_dir = "/run/fleetbp/tmp"\n')
     os.environ["CONTAINERS_STORAGE_CONF"] = str(storage)
     os.environ["CONTAINERS_CONF"] = str(conf)
     return ["podman"]
+
+
+def remove_runtime_dirs():
+    """The empty state directories podman, runc and crun leave in /run."""
+    shutil.rmtree("/run/fleetbp", ignore_errors=True)
+    for path in ("/run/crun", "/run/runc", "/run/containers/networks", "/run/containers"):
+        try:
+            os.rmdir(path)
+        except OSError:
+            pass  # not there, or not empty: not ours to remove
 
 
 def timed(argv, **kwargs):
@@ -231,7 +242,7 @@ def main():
         if podman:
             subprocess.run(podman + ["rmi", "-af"], capture_output=True)
             shutil.rmtree(WORK / "podman", ignore_errors=True)
-            shutil.rmtree("/run/fleetbp", ignore_errors=True)
+            remove_runtime_dirs()
     source = ("a Debian bookworm minbase rootfs from debootstrap" if minbase_rootfs()
               else ", ".join(FALLBACK_SOURCES))
     lines = [

@@ -31,7 +31,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 from ping_bench import LAB, fleet_bin, precompile  # noqa: E402
-from pull_bench import podman_command  # noqa: E402
+from pull_bench import podman_command, remove_runtime_dirs  # noqa: E402
 from results import replace_section  # noqa: E402
 
 WORK = Path("/var/tmp/fleet-bench-run")
@@ -136,7 +136,7 @@ def main():
         if shutil.which("podman"):
             subprocess.run(["podman", "rmi", "-af"], capture_output=True)
         shutil.rmtree(WORK, ignore_errors=True)
-        shutil.rmtree("/run/fleetbp", ignore_errors=True)
+        remove_runtime_dirs()
     medians = {name: statistics.median(times) for name, times in results.items()}
     fleet_ms = medians["fleet (open session)"]
     lines = [
