@@ -15,6 +15,12 @@ Options:
   cap_add, cap_drop: capability names (ALL too); privileged: every capability, no
       seccomp filter, nothing masked.
   no_new_privileges, read_only: as docker run's options.
+  init: run a minimal init as PID 1 that reaps zombies and forwards signals.
+  ulimits: docker's NAME=SOFT[:HARD] entries (capped at the host's hard limits).
+  volumes: docker run -v entries: /host:/ctr[:ro] (the host dir is made if missing),
+      name:/ctr[:ro] (a named volume under STORE/volumes, made on first use and filled
+      with the image's content there), or /ctr (an anonymous volume, removed with the
+      container); the image's Volumes get anonymous volumes.
   tmpfs: {path: mount options} of tmpfs mounts.
   network_mode: none (default until networks come) or host.
   cgroup_parent: the cgroup the container's goes under (default fleet).
@@ -45,6 +51,9 @@ ARGUMENT_SPEC = {
     "privileged": {"type": "bool", "default": False},
     "no_new_privileges": {"type": "bool", "default": False},
     "read_only": {"type": "bool", "default": False},
+    "init": {"type": "bool", "default": False},
+    "ulimits": {"type": "list", "elements": "str", "default": []},
+    "volumes": {"type": "list", "elements": "str", "default": []},
     "tmpfs": {"type": "dict", "default": {}},
     "network_mode": {"type": "str", "default": "none", "choices": ["none", "host"]},
     "cgroup_parent": {"type": "str"},

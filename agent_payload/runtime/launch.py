@@ -17,6 +17,7 @@ command; a failure before exec comes back through a close-on-exec pipe as one li
 import json
 import os
 import resource
+import signal
 import sys
 import warnings  # noqa: F401 - os.execvpe imports it, and after pivot_root nothing can be
 
@@ -74,6 +75,33 @@ def _become(plan, program):
     caps.set_sets(names, effective=plan["uid"] == 0)
 
 
+FORWARDED = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGWINCH",
+             "SIGCONT")
+
+
+def _init(command_pid):
+    """PID 1 with ``init: true``: pass signals on to the command, reap every orphan, and
+    exit as the command did (128 + signal when a signal ended it), as docker's --init."""
+    for name in FORWARDED:
+        signal.signal(getattr(signal, name), lambda signum, _frame: _forward(command_pid,
+                                                                            signum))
+    while True:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            os._exit(0)
+        if pid == command_pid:
+            os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status)
+                     else 128 + os.WTERMSIG(status))
+
+
+def _forward(pid, signum):
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
+
+
 def _child(plan, error_w):
     try:
         # Built before the root changes: nothing can be imported from the host after.
@@ -81,6 +109,11 @@ def _child(plan, error_w):
             plan["capabilities"])
         rootfs.setup(plan)
         _become(plan, program)
+        if plan.get("init"):
+            command_pid = os.fork()
+            if command_pid:
+                os.close(error_w)  # the command's copy reports a failed exec
+                _init(command_pid)
         os.chdir(plan.get("working_dir") or "/")
         argv, env = plan["argv"], plan["env"]
         environ = dict(item.split("=", 1) for item in env)

@@ -114,9 +114,23 @@ def _mounts(plan, root):
         source = item["source"]
         if os.path.isdir(source):
             target = _mkdirs_no_follow(root, item["target"])
+            if item.get("copy_up"):
+                _copy_up(target, source)
         else:
             target = _file_target(root, item["target"])
         _bind(source, target, item.get("readonly", False))
+
+
+def _copy_up(target, volume):
+    """Fill a new volume with what the image has at its path, as Docker does."""
+    import shutil  # before pivot_root: imports still reach the host's files
+
+    if os.listdir(volume) or not os.listdir(target):
+        return
+    shutil.copytree(target, volume, symlinks=True, dirs_exist_ok=True)
+    st = os.lstat(target)
+    os.chown(volume, st.st_uid, st.st_gid)
+    os.chmod(volume, stat.S_IMODE(st.st_mode))
 
 
 def _mask(path):

@@ -103,10 +103,61 @@ def plan_container(store, record, options, container_id):
         "privileged": bool(options.get("privileged")),
         "no_new_privileges": bool(options.get("no_new_privileges")),
         "read_only": bool(options.get("read_only")),
+        "init": bool(options.get("init")),
+        "rlimits": {name: (soft, hard) for name, soft, hard in
+                    (spec.parse_ulimit(u) for u in options.get("ulimits") or [])},
         "network_mode": network_mode,
-        "mounts": [{"type": "tmpfs", "target": target, "options": opts or "mode=1777"}
-                   for target, opts in (options.get("tmpfs") or {}).items()],
+        "mounts": _volume_mounts(store, image_config, options.get("volumes") or [])
+        + [{"type": "tmpfs", "target": target, "options": opts or "mode=1777"}
+           for target, opts in (options.get("tmpfs") or {}).items()],
     }
+
+
+def _volume_mounts(store, image_config, volumes):
+    """Bind mounts for ``volumes`` and the image's Volumes (anonymous unless a volume or
+    bind of the user's covers the path). Named and anonymous volumes live in
+    STORE/volumes/NAME/_data, as Docker keeps them; a new one gets the image's content at
+    its path (copy_up). Nothing is created here: see _prepare_volumes."""
+    mounts = []
+    for text in volumes:
+        volume = spec.parse_volume(text)
+        mounts.append(volume)
+    taken = {m["target"] for m in mounts}
+    for path in sorted(image_config.get("Volumes") or {}):
+        target = path.rstrip("/") or "/"
+        if target not in taken:
+            mounts.append({"type": "volume", "source": None, "target": target,
+                           "readonly": False})
+    planned = []
+    for volume in mounts:
+        if volume["type"] == "bind":
+            planned.append(dict(volume, copy_up=False))
+            continue
+        anonymous = volume["source"] is None
+        name = os.urandom(32).hex() if anonymous else volume["source"]
+        planned.append({"type": "bind", "target": volume["target"],
+                        "readonly": volume["readonly"], "volume": name,
+                        "anonymous": anonymous,
+                        "source": os.path.join(store.root, "volumes", name, "_data")})
+    return planned
+
+
+def _prepare_volumes(plan):
+    """Create missing bind sources (as docker run -v does) and volume dirs; a volume made
+    now is marked for copy-up."""
+    for mount in plan["mounts"]:
+        if mount["type"] != "bind":
+            continue
+        created = not os.path.exists(mount["source"])
+        if created:
+            os.makedirs(mount["source"], mode=0o755)
+        mount["copy_up"] = created and "volume" in mount
+
+
+def _remove_anonymous_volumes(plan):
+    for mount in plan["mounts"]:
+        if mount.get("anonymous"):
+            shutil.rmtree(os.path.dirname(mount["source"]), ignore_errors=True)
 
 
 def _write_dir(plan, host_resolv="/etc/resolv.conf"):
@@ -198,6 +249,7 @@ def run(store_root, image, options):
     directory = _write_dir(plan)
     cgroup = None
     try:
+        _prepare_volumes(plan)
         driver = cgroups.open_driver()
         cgroup = driver.cgroup(options.get("cgroup_parent") or cgroups.DEFAULT_PARENT,
                                container_id)
@@ -222,6 +274,7 @@ def run(store_root, image, options):
                 pass
         if options.get("rm", True):
             shutil.rmtree(directory, ignore_errors=True)
+            _remove_anonymous_volumes(plan)
     return {"id": container_id, "rc": exited[0], "oom_killed": oom,
             "stdout": stdout.decode("utf-8", "replace"),
             "stderr": stderr.decode("utf-8", "replace")}

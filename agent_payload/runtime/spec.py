@@ -11,10 +11,13 @@ Docker plans it; nothing here touches the host.
 - ``parse_bytes``: Docker's memory sizes ("512m", "1g", 1048576).
 - ``MASKED_PATHS`` / ``READONLY_PATHS``: what runc masks and remounts read-only.
 - ``hosts_file`` / ``resolv_conf``: the generated /etc/hosts and /etc/resolv.conf.
+- ``parse_volume``: ``/host:/ctr[:ro]``, ``name:/ctr[:ro]`` and anonymous ``/ctr``.
+- ``parse_ulimit``: docker's ``--ulimit NAME=SOFT[:HARD]``.
 
 Each error is ``SpecError`` with a one-line message naming the option.
 """
 
+import re
 import shlex
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -254,3 +257,56 @@ def resolv_conf(host_text, network_mode="bridge"):
     if not servers:
         kept += ["nameserver 8.8.8.8", "nameserver 8.8.4.4"]
     return "\n".join(kept) + "\n"
+
+
+_VOLUME_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
+
+
+def parse_volume(text):
+    """One ``volumes`` entry as docker run -v reads it: {"type": "bind" | "volume",
+    "source" (a host path, a volume name, or None for an anonymous volume), "target",
+    "readonly"}."""
+    parts = str(text).split(":")
+    mode = "rw"
+    if len(parts) == 3 or (len(parts) == 2 and parts[1] in ("ro", "rw")):
+        mode = parts.pop()
+    if mode not in ("ro", "rw") or len(parts) > 2 or not all(parts):
+        raise SpecError(f"volumes: {text!r} is not SOURCE:TARGET[:ro|rw] or TARGET")
+    source, target = (None, parts[0]) if len(parts) == 1 else parts
+    if not target.startswith("/"):
+        raise SpecError(f"volumes: {text!r}: the container path must be absolute")
+    if ".." in target.split("/"):
+        raise SpecError(f"volumes: {text!r}: the container path may not contain '..'")
+    if source is None:
+        kind = "volume"
+    elif source.startswith("/"):
+        kind = "bind"
+    elif _VOLUME_NAME.match(source):
+        kind = "volume"
+    else:
+        raise SpecError(f"volumes: {source!r} is neither an absolute host path nor a volume "
+                        "name ([a-zA-Z0-9][a-zA-Z0-9_.-]+)")
+    return {"type": kind, "source": source, "target": target.rstrip("/") or "/",
+            "readonly": mode == "ro"}
+
+
+ULIMITS = ("as", "core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice",
+           "nofile", "nproc", "rss", "rtprio", "rttime", "sigpending", "stack")
+
+
+def parse_ulimit(text):
+    """docker's --ulimit NAME=SOFT[:HARD] as (name, soft, hard); -1 means unlimited."""
+    name, sep, values = str(text).partition("=")
+    name = name.strip().lower()
+    if not sep or name not in ULIMITS:
+        raise SpecError(f"ulimits: {text!r} is not NAME=SOFT[:HARD] with NAME one of "
+                        f"{', '.join(ULIMITS)}")
+    soft, _, hard = values.partition(":")
+    try:
+        soft_n = int(soft)
+        hard_n = int(hard) if hard else soft_n
+    except ValueError:
+        raise SpecError(f"ulimits: {text!r}: the limits must be numbers") from None
+    if -1 not in (soft_n, hard_n) and soft_n > hard_n:
+        raise SpecError(f"ulimits: {text!r}: the soft limit is above the hard one")
+    return name, soft_n, hard_n

@@ -52,15 +52,21 @@ def _tmpfs(items):
 @click.option("--cap-drop", multiple=True, help="Drop a capability (repeatable, ALL too).")
 @click.option("--privileged", is_flag=True, help="Every capability, no seccomp, no masks.")
 @click.option("--read-only", is_flag=True, help="Mount the root filesystem read-only.")
+@click.option("--ulimit", "ulimits", multiple=True, metavar="NAME=SOFT[:HARD]",
+              help="A resource limit, e.g. nofile=1024:2048 (repeatable).")
+@click.option("--init", "init", is_flag=True,
+              help="A minimal init as PID 1 (reaps zombies, forwards signals).")
 @click.option("--security-opt", multiple=True, metavar="no-new-privileges",
               help="Only no-new-privileges for now.")
+@click.option("-v", "--volume", "volumes", multiple=True, metavar="SRC:DEST[:ro]",
+              help="A host dir or named volume (or an anonymous one: DEST alone).")
 @click.option("--tmpfs", multiple=True, metavar="PATH[:OPTIONS]", help="A tmpfs mount.")
 @click.option("--network", default="none", type=click.Choice(["none", "host"]),
               show_default=True, help="The network (bridges come with the network issue).")
 @output_option
 def run(inventory_path, host, image, command, remove, detach, env, entrypoint, workdir, user,
         hostname, memory, memory_swap, cpus, cpu_shares, pids_limit, cap_add, cap_drop,
-        privileged, read_only, security_opt, tmpfs, network, output):
+        privileged, read_only, ulimits, init, security_opt, volumes, tmpfs, network, output):
     """Run COMMAND in a new container of IMAGE on inventory host HOST, in the foreground;
     print its output and exit with its exit code (125 when it could not run, 127 when
     the command is not in the image). Options go before HOST, as docker run's go before
@@ -88,6 +94,7 @@ def run(inventory_path, host, image, command, remove, detach, env, entrypoint, w
     params = {"image": image, "env": _env(env), "cap_add": list(cap_add),
               "cap_drop": list(cap_drop), "privileged": privileged, "read_only": read_only,
               "no_new_privileges": bool(security_opt), "tmpfs": _tmpfs(tmpfs),
+              "volumes": list(volumes), "init": init, "ulimits": list(ulimits),
               "network_mode": network}
     optional = {"command": list(command) or None, "entrypoint": entrypoint,
                 "working_dir": workdir, "user": user, "hostname": hostname,

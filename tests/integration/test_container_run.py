@@ -58,6 +58,12 @@ def test_isolation_limits_and_cleanup(lab, host):
                ["sh", "-c", "for i in 1 2 3 4 5 6; do sleep 1 & done 2>&1; wait"],
                pids_limit=4)
     assert "can't fork" in pids["stdout"] + pids["stderr"], pids
+    # A named volume outlives the container that wrote it (and the next one sees it).
+    run(session, store, parent, image, ["sh", "-c", "echo kept > /v/file"],
+        volumes=["fleet-test-data:/v"], init=True)
+    again = run(session, store, parent, image, ["cat", "/v/file"],
+                volumes=["fleet-test-data:/v:ro"])
+    assert again["stdout"] == "kept\n", again
     missing = session.call("container_run", {"image": image, "store": store,
                                               "cgroup_parent": parent,
                                               "command": ["no-such-command"]})

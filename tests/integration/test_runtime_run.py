@@ -20,6 +20,7 @@ APPLETS = ("sh", "echo", "cat", "hostname", "id", "ls", "grep", "sleep", "true",
            "mount", "dd", "wc", "head", "touch", "ps")
 CHAIN = "sha256:" + "b" * 64
 IMAGE_ID = "sha256:" + "c" * 64
+SEEDED_CHAIN = "sha256:" + "a" * 64
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +42,16 @@ def store(tmp_path_factory):
                   "layers": [CHAIN], "blobs": [], "size": 0,
                   "config": {"config": {"Cmd": ["sh"], "Env": ["PATH=/bin"]},
                              "rootfs": {"diff_ids": [CHAIN]}}})
+    seeded = s.layer_path(SEEDED_CHAIN)
+    os.makedirs(os.path.join(seeded, "data"))
+    with open(os.path.join(seeded, "data", "seed.txt"), "w") as handle:
+        handle.write("from the image\n")
+    s.save_image({"id": "sha256:" + "e" * 64, "manifest_digest": "sha256:" + "f" * 64,
+                  "repo_tags": ["fleet-test/seeded:latest"], "repo_digests": [],
+                  "layers": [CHAIN, SEEDED_CHAIN], "blobs": [], "size": 0,
+                  "config": {"config": {"Cmd": ["sh"], "Env": ["PATH=/bin"],
+                                        "Volumes": {"/data": {}}},
+                             "rootfs": {"diff_ids": [CHAIN, SEEDED_CHAIN]}}})
     parent = "fleet-test-" + uuid.uuid4().hex[:8]
     yield str(root), parent
     driver = cgroups.open_driver()
@@ -123,3 +134,51 @@ def test_config_is_recorded(store):
         assert config["argv"] == ["true"] and config["hostname"] == out["id"][:12]
     finally:
         shutil.rmtree(directory)
+
+
+def test_bind_mounts_and_named_volumes(store, tmp_path):
+    root, parent = store
+    shared = tmp_path / "shared"
+    out = sh(store, "echo from-container > /mnt/rw/file; cat /mnt/ro/in.txt; "
+                    "touch /mnt/ro/x 2>/dev/null || echo ro-refused",
+             volumes=[f"{shared}:/mnt/rw", f"{tmp_path / 'ro'}:/mnt/ro:ro"])
+    assert (shared / "file").read_text() == "from-container\n"
+    assert "ro-refused" in out["stdout"], out
+    name = "fleet-test-vol-" + uuid.uuid4().hex[:6]
+    try:
+        sh(store, "echo kept > /v/data", volumes=[f"{name}:/v"])
+        again = sh(store, "cat /v/data", volumes=[f"{name}:/v"])
+        assert again["stdout"] == "kept\n"
+        assert os.path.isfile(os.path.join(root, "volumes", name, "_data", "data"))
+    finally:
+        shutil.rmtree(os.path.join(root, "volumes", name), ignore_errors=True)
+
+
+def test_image_volumes_are_anonymous_filled_and_removed(store):
+    root, parent = store
+    out = run(root, "fleet-test/seeded", {"command": ["sh", "-c", "cat /data/seed.txt; "
+                                                      "echo new > /data/new; ls /data"],
+                                          "cgroup_parent": parent})
+    assert out["stdout"] == "from the image\nnew\nseed.txt\n", out
+    volumes = os.path.join(root, "volumes")
+    assert not os.path.isdir(volumes) or os.listdir(volumes) == []
+    named = "fleet-test-seed-" + uuid.uuid4().hex[:6]
+    try:
+        first = run(root, "fleet-test/seeded", {"command": ["ls", "/data"],
+                                                "volumes": [f"{named}:/data"],
+                                                "cgroup_parent": parent})
+        assert first["stdout"] == "seed.txt\n"  # a new named volume gets the image's files
+    finally:
+        shutil.rmtree(os.path.join(volumes, named), ignore_errors=True)
+
+
+def test_init_is_pid_1_and_passes_the_exit_code_on(store):
+    out = sh(store, "echo $$; cat /proc/1/cmdline | head -c 40 | grep -c python; exit 4",
+             init=True)
+    lines = out["stdout"].split()
+    assert out["rc"] == 4 and lines[0] != "1" and lines[1] == "1", out
+
+
+def test_ulimits(store):
+    out = sh(store, "ulimit -n; ulimit -Hn", ulimits=["nofile=512:1024"])
+    assert out["stdout"].split() == ["512", "1024"], out

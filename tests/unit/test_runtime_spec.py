@@ -122,3 +122,42 @@ def test_masked_and_readonly_paths_cover_what_the_issue_names():
         assert path in spec.MASKED_PATHS
     for path in ("/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus", "/proc/fs"):
         assert path in spec.READONLY_PATHS
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("/srv/data:/data", {"type": "bind", "source": "/srv/data", "target": "/data",
+                         "readonly": False}),
+    ("/etc/app.conf:/etc/app.conf:ro", {"type": "bind", "source": "/etc/app.conf",
+                                        "target": "/etc/app.conf", "readonly": True}),
+    ("pgdata:/var/lib/postgresql/data", {"type": "volume", "source": "pgdata",
+                                         "target": "/var/lib/postgresql/data",
+                                         "readonly": False}),
+    ("cache:/cache:rw", {"type": "volume", "source": "cache", "target": "/cache",
+                         "readonly": False}),
+    ("/scratch/", {"type": "volume", "source": None, "target": "/scratch", "readonly": False}),
+])
+def test_parse_volume(text, expected):
+    assert spec.parse_volume(text) == expected
+
+
+@pytest.mark.parametrize("text, message", [
+    ("data", "must be absolute"), ("/a:/b:rx", "is not SOURCE:TARGET"),
+    ("bad name!:/x", "neither an absolute host path nor a volume name"),
+    ("v:/a/../b", "may not contain"), ("/a:/b:ro:x", "is not SOURCE:TARGET"),
+])
+def test_parse_volume_refuses(text, message):
+    with pytest.raises(SpecError, match=message):
+        spec.parse_volume(text)
+
+
+@pytest.mark.parametrize("text, expected", [("nofile=1024:2048", ("nofile", 1024, 2048)),
+                                            ("NPROC=64", ("nproc", 64, 64)),
+                                            ("core=-1", ("core", -1, -1))])
+def test_parse_ulimit(text, expected):
+    assert spec.parse_ulimit(text) == expected
+
+
+@pytest.mark.parametrize("text", ["files=1", "nofile", "nofile=a:b", "nofile=10:5"])
+def test_parse_ulimit_refuses(text):
+    with pytest.raises(SpecError, match="ulimits: "):
+        spec.parse_ulimit(text)
