@@ -7,11 +7,13 @@ plan as JSON on fd 3 and a pipe on fd 4 for its events, one JSON object per line
 ``{"exited": code}`` (negative: killed by that signal). fds 0-2 are the container's
 stdin, stdout and stderr.
 
-It joins the container's cgroup, unshares the mount, UTS, IPC, cgroup and PID (and,
-for ``network_mode: none``, network) namespaces, and forks: the child is PID 1 of the
-new PID namespace. The child builds the root (rootfs.setup), sets the hostname,
-rlimits, user and groups, the seccomp filter and the capability sets, and execs the
-command; a failure before exec comes back through a close-on-exec pipe as one line.
+``start`` makes PID 1 of a new PID namespace (through a short-lived middle process, see
+its docstring); PID 1 joins the container's cgroup, unshares the mount, UTS, IPC and
+cgroup (and, for ``network_mode: none``, network) namespaces, builds the root
+(rootfs.setup), sets the hostname, rlimits, user and groups, the seccomp filter and the
+capability sets, and execs the command; a failure before exec comes back through a
+close-on-exec pipe as one line. The launcher itself stays in the host's namespaces and
+outside the container's cgroup.
 """
 
 import json
@@ -25,8 +27,8 @@ from agent_payload import syscalls
 from agent_payload.runtime import caps, rootfs, seccomp
 
 S = syscalls
-NAMESPACES = (S.CLONE_NEWNS | S.CLONE_NEWUTS | S.CLONE_NEWIPC | S.CLONE_NEWPID
-              | S.CLONE_NEWCGROUP)
+# What PID 1 unshares for itself; its PID namespace comes from start()'s middle process.
+NAMESPACES = S.CLONE_NEWNS | S.CLONE_NEWUTS | S.CLONE_NEWIPC | S.CLONE_NEWCGROUP
 PLAN_FD, EVENTS_FD = 3, 4
 EXEC_FAILED = 127
 PR_SET_KEEPCAPS = 8
@@ -103,10 +105,19 @@ def _forward(pid, signum):
 
 
 def _child(plan, error_w):
+    """The container's PID 1: its cgroup and namespaces, its root, then exec."""
     try:
         # Built before the root changes: nothing can be imported from the host after.
         program = None if plan.get("privileged") else seccomp.build_filter(
             plan["capabilities"])
+        for procs in plan.get("cgroup_procs") or []:
+            with open(procs, "w") as handle:
+                handle.write("0")  # "0": the writing process itself
+        # Unshared here, not in the launcher: pivot_root changes the root of every
+        # process in the mount namespace, and the cgroup namespace is rooted at the cgroup
+        # the process is in when it is made.
+        flags = NAMESPACES | (S.CLONE_NEWNET if plan.get("network_mode") == "none" else 0)
+        S.unshare(flags)
         rootfs.setup(plan)
         _become(plan, program)
         if plan.get("init"):
@@ -129,32 +140,70 @@ def _child(plan, error_w):
             os._exit(EXEC_FAILED)
 
 
-def main():
-    """Entry point of the launcher process."""
-    plan = json.loads(_read_all(PLAN_FD))
-    os.close(PLAN_FD)
+class LaunchError(Exception):
+    """The container's process could not be started (the message says why)."""
+
+
+def start(plan):
+    """Start the container's PID 1 and return its pid (on this host).
+
+    The caller must be a child subreaper (syscalls.set_child_subreaper): a short-lived
+    process unshares the PID namespace and forks PID 1 into it, then exits, so PID 1
+    becomes the caller's child to wait for. A new PID namespace needs a new process each
+    time: the one that asked for it can never make another. Raises LaunchError with the
+    first process's own message when it fails before exec.
+    """
+    error_r, error_w = os.pipe2(os.O_CLOEXEC)
+    pid_r, pid_w = os.pipe2(os.O_CLOEXEC)
     try:
-        for procs in plan.get("cgroup_procs") or []:
-            with open(procs, "w") as handle:
-                handle.write(str(os.getpid()))
-        flags = NAMESPACES | (S.CLONE_NEWNET if plan.get("network_mode") == "none" else 0)
-        S.unshare(flags)
-        error_r, error_w = os.pipe2(os.O_CLOEXEC)
-        pid = os.fork()
+        middle = os.fork()
     except OSError as exc:
-        _event(error=f"cannot start the container: {exc}")
-        sys.exit(1)
-    if pid == 0:
+        for fd in (error_r, error_w, pid_r, pid_w):
+            os.close(fd)
+        raise LaunchError(f"cannot start the container: {exc}") from None
+    if middle == 0:
         os.close(error_r)
-        _child(plan, error_w)
+        os.close(pid_r)
+        try:
+            S.unshare(S.CLONE_NEWPID)
+            first = os.fork()
+        except BaseException as exc:
+            os.write(error_w, f"cannot start the container: {exc}".encode()[:4000])
+            os._exit(EXEC_FAILED)
+        if first == 0:
+            os.close(pid_w)
+            _child(plan, error_w)
+        os.write(pid_w, str(first).encode())
+        os._exit(0)
     os.close(error_w)
+    os.close(pid_w)
+    os.waitpid(middle, 0)
+    first = _read_all(pid_r).decode()
+    os.close(pid_r)
     failure = _read_all(error_r).decode("utf-8", "replace")
     os.close(error_r)
     if failure:
-        os.waitpid(pid, 0)
-        _event(error=failure)
+        if first:
+            os.waitpid(int(first), 0)
+        raise LaunchError(failure)
+    return int(first)
+
+
+def exit_code(status):
+    """A wait status as Docker reports exit codes (negative: ended by that signal)."""
+    return os.WEXITSTATUS(status) if os.WIFEXITED(status) else -os.WTERMSIG(status)
+
+
+def main():
+    """Entry point of the foreground launcher process."""
+    plan = json.loads(_read_all(PLAN_FD))
+    os.close(PLAN_FD)
+    S.set_child_subreaper()
+    try:
+        pid = start(plan)
+    except LaunchError as exc:
+        _event(error=str(exc))
         sys.exit(1)
     _event(started=pid)
     _, status = os.waitpid(pid, 0)
-    code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else -os.WTERMSIG(status)
-    _event(exited=code)
+    _event(exited=exit_code(status))
