@@ -16,14 +16,13 @@ close-on-exec pipe as one line. The launcher itself stays in the host's namespac
 outside the container's cgroup.
 """
 
-import json
+import _signal as signal  # the signal module itself imports enum: milliseconds per start
 import os
 import resource
-import signal
 import sys
 import warnings  # noqa: F401 - os.execvpe imports it, and after pivot_root nothing can be
 
-from agent_payload import syscalls
+from agent_payload import jsonwire, syscalls
 from agent_payload.runtime import caps, rootfs, seccomp
 
 S = syscalls
@@ -44,7 +43,7 @@ def _read_all(fd):
 
 
 def _event(**fields):
-    os.write(EVENTS_FD, (json.dumps(fields) + "\n").encode())
+    os.write(EVENTS_FD, (jsonwire.dumps(fields) + "\n").encode())
 
 
 def _rlimits(limits):
@@ -196,7 +195,7 @@ def exit_code(status):
 
 def main():
     """Entry point of the foreground launcher process."""
-    plan = json.loads(_read_all(PLAN_FD))
+    plan = jsonwire.loads(_read_all(PLAN_FD).decode())
     os.close(PLAN_FD)
     S.set_child_subreaper()
     try:

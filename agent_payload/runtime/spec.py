@@ -17,8 +17,6 @@ Docker plans it; nothing here touches the host.
 Each error is ``SpecError`` with a one-line message naming the option.
 """
 
-import re
-import shlex
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -64,6 +62,8 @@ def _words(value, option):
     if value is None:
         return None
     if isinstance(value, str):
+        import shlex  # the launcher imports this module too, and needs no parsing
+
         try:
             return shlex.split(value)
         except ValueError as exc:
@@ -259,7 +259,15 @@ def resolv_conf(host_text, network_mode="bridge"):
     return "\n".join(kept) + "\n"
 
 
-_VOLUME_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
+_VOLUME_NAME_FIRST = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+_VOLUME_NAME_REST = _VOLUME_NAME_FIRST | frozenset("_.-")
+
+
+def _volume_name(text):
+    """Docker's volume names: [a-zA-Z0-9][a-zA-Z0-9_.-]+ (no re: the launcher imports
+    this module)."""
+    return (len(text) >= 2 and text[0] in _VOLUME_NAME_FIRST
+            and all(c in _VOLUME_NAME_REST for c in text[1:]))
 
 
 def parse_volume(text):
@@ -281,7 +289,7 @@ def parse_volume(text):
         kind = "volume"
     elif source.startswith("/"):
         kind = "bind"
-    elif _VOLUME_NAME.match(source):
+    elif _volume_name(source):
         kind = "volume"
     else:
         raise SpecError(f"volumes: {source!r} is neither an absolute host path nor a volume "
