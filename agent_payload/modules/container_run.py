@@ -33,8 +33,8 @@ does; changed is true when the container ran.
 from agent_payload.runtime.run import RunError
 from agent_payload.runtime.run import run as run_container
 
-ARGUMENT_SPEC = {
-    "image": {"type": "str", "required": True},
+# The options of a container, shared with the container module.
+CONTAINER_OPTIONS = {
     "command": {"type": "raw"},
     "entrypoint": {"type": "raw"},
     "env": {"type": "dict", "default": {}},
@@ -59,6 +59,7 @@ ARGUMENT_SPEC = {
     "cgroup_parent": {"type": "str"},
     "store": {"type": "path", "default": "/var/lib/fleet"},
 }
+ARGUMENT_SPEC = dict(CONTAINER_OPTIONS, image={"type": "str", "required": True})
 
 
 def run(params, ctx):

@@ -143,8 +143,11 @@ class LaunchError(Exception):
     """The container's process could not be started (the message says why)."""
 
 
-def start(plan):
+def start(plan, stdio=None):
     """Start the container's PID 1 and return its pid (on this host).
+
+    ``stdio``: three descriptors to become its stdin, stdout and stderr (else it keeps
+    the caller's 0, 1 and 2).
 
     The caller must be a child subreaper (syscalls.set_child_subreaper): a short-lived
     process unshares the PID namespace and forks PID 1 into it, then exits, so PID 1
@@ -171,6 +174,9 @@ def start(plan):
             os._exit(EXEC_FAILED)
         if first == 0:
             os.close(pid_w)
+            if stdio is not None:
+                for target, fd in enumerate(stdio):
+                    os.dup2(fd, target)
             _child(plan, error_w)
         os.write(pid_w, str(first).encode())
         os._exit(0)

@@ -50,6 +50,11 @@ def _image_file(lower_dirs, relative):
     return ""
 
 
+def payload_root():
+    """The directory that holds the agent_payload package (the payload cache on a host)."""
+    return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(spec.__file__))))
+
+
 def _high_fd(fd):
     """Move ``fd`` above the launcher's fixed descriptors 0-4 (close-on-exec kept)."""
     import fcntl
@@ -59,7 +64,7 @@ def _high_fd(fd):
     return moved
 
 
-def _limits(options):
+def limits_of(options):
     limits = {"memory": spec.parse_bytes(options.get("memory"), "memory"),
               "memory_swap": spec.parse_bytes(options.get("memory_swap"), "memory_swap"),
               "cpus": options.get("cpus"), "cpu_shares": options.get("cpu_shares"),
@@ -142,7 +147,7 @@ def _volume_mounts(store, image_config, volumes):
     return planned
 
 
-def _prepare_volumes(plan):
+def prepare_volumes(plan):
     """Create missing bind sources (as docker run -v does) and volume dirs; a volume made
     now is marked for copy-up."""
     for mount in plan["mounts"]:
@@ -154,13 +159,13 @@ def _prepare_volumes(plan):
         mount["copy_up"] = created and "volume" in mount
 
 
-def _remove_anonymous_volumes(plan):
+def remove_anonymous_volumes(plan):
     for mount in plan["mounts"]:
         if mount.get("anonymous"):
             shutil.rmtree(os.path.dirname(mount["source"]), ignore_errors=True)
 
 
-def _write_dir(plan, host_resolv="/etc/resolv.conf"):
+def write_dir(plan, host_resolv="/etc/resolv.conf"):
     directory = os.path.dirname(plan["rootfs"])
     os.makedirs(os.path.dirname(directory), mode=0o700, exist_ok=True)
     os.mkdir(directory, 0o700)
@@ -187,9 +192,7 @@ def _spawn(plan, cgroup):
     events_r, events_w = (_high_fd(fd) for fd in os.pipe())
     out_r, out_w = (_high_fd(fd) for fd in os.pipe())
     err_r, err_w = (_high_fd(fd) for fd in os.pipe())
-    # The directory that holds the agent_payload package (the payload cache on a host).
-    payload_dir = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
-        spec.__file__))))
+    payload_dir = payload_root()
     actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                (os.POSIX_SPAWN_DUP2, out_w, 1), (os.POSIX_SPAWN_DUP2, err_w, 2),
                (os.POSIX_SPAWN_DUP2, plan_r, 3), (os.POSIX_SPAWN_DUP2, events_w, 4)]
@@ -242,14 +245,14 @@ def run(store_root, image, options):
     container_id = os.urandom(32).hex()
     try:
         plan = plan_container(store, record, options, container_id)
-        limits = _limits(options)
+        limits = limits_of(options)
         cgroups.check_limits(limits)
     except (spec.SpecError, cgroups.CgroupError) as exc:
         raise RunError(str(exc)) from None
-    directory = _write_dir(plan)
+    directory = write_dir(plan)
     cgroup = None
     try:
-        _prepare_volumes(plan)
+        prepare_volumes(plan)
         driver = cgroups.open_driver()
         cgroup = driver.cgroup(options.get("cgroup_parent") or cgroups.DEFAULT_PARENT,
                                container_id)
@@ -274,7 +277,7 @@ def run(store_root, image, options):
                 pass
         if options.get("rm", True):
             shutil.rmtree(directory, ignore_errors=True)
-            _remove_anonymous_volumes(plan)
+            remove_anonymous_volumes(plan)
     return {"id": container_id, "rc": exited[0], "oom_killed": oom,
             "stdout": stdout.decode("utf-8", "replace"),
             "stderr": stderr.decode("utf-8", "replace")}

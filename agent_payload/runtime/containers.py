@@ -1,0 +1,251 @@
+"""Detached containers in the store: create, start (through the zygote's supervisors),
+stop, remove, and inspect them as Docker shows them.
+
+A container is the directory STORE/containers/ID: config.json (the launcher's plan plus
+its name, image, options, restart policy and cgroup), state.json (kept by its
+supervisor), container.log, and the overlay upper and work dirs. Names are unique per
+host. The truth about a running container is checked on every read: a supervisor that
+is gone while its container's PID 1 still runs leaves it running, unsupervised; one
+whose PID 1 is gone too marks it exited, its code unknown (-1).
+"""
+
+import os
+import shutil
+import signal
+import time
+
+from agent_payload import cgroups
+from agent_payload.runtime import run as runner
+from agent_payload.runtime import spec, supervise, zygote
+from agent_payload.runtime.supervise import read_json, update_state
+
+STOP_SIGNALS = {name: getattr(signal, name) for name in dir(signal)
+                if name.startswith("SIG") and not name.startswith("SIG_")
+                and isinstance(getattr(signal, name), int)}
+
+
+class ContainerError(Exception):
+    """A container operation failed (one line naming the container)."""
+
+
+def _containers_dir(store):
+    return os.path.join(store.root, "containers")
+
+
+def find(store, name):
+    """(directory, config) of the container named ``name`` (or with that id), else None."""
+    base = _containers_dir(store)
+    try:
+        entries = sorted(os.listdir(base))
+    except FileNotFoundError:
+        return None
+    for entry in entries:
+        directory = os.path.join(base, entry)
+        config = read_json(os.path.join(directory, "config.json"))
+        if config and (config.get("name") == name or entry == name):
+            return directory, config
+    return None
+
+
+def list_all(store):
+    """[(directory, config)] of every container in the store."""
+    base = _containers_dir(store)
+    found = []
+    for entry in sorted(os.listdir(base)) if os.path.isdir(base) else []:
+        directory = os.path.join(base, entry)
+        config = read_json(os.path.join(directory, "config.json"))
+        if config and config.get("name"):
+            found.append((directory, config))
+    return found
+
+
+def create(store, name, image, options):
+    """Create the container (not started); return its directory."""
+    if find(store, name) is not None:
+        raise ContainerError(f"a container named {name} exists already")
+    record = store.find_image(image)
+    if record is None:
+        raise ContainerError(f"image {image} is not present on this host (pull it first)")
+    container_id = os.urandom(32).hex()
+    try:
+        plan = runner.plan_container(store, record, options, container_id)
+        limits = runner.limits_of(options)
+        cgroups.check_limits(limits)
+    except (spec.SpecError, cgroups.CgroupError, runner.RunError) as exc:
+        raise ContainerError(f"{name}: {exc}") from None
+    parent = options.get("cgroup_parent") or cgroups.DEFAULT_PARENT
+    image_config = (record.get("config") or {}).get("config") or {}
+    plan.update(name=name, image=image, image_id=record["id"], created=supervise.now(),
+                options=options, restart_policy=options.get("restart_policy") or "no",
+                stop_signal=options.get("stop_signal") or image_config.get("StopSignal")
+                or "SIGTERM", auto_remove=bool(options.get("auto_remove")),
+                cgroup={"parent": parent, "name": container_id})
+    directory = runner.write_dir(plan)
+    try:
+        runner.prepare_volumes(plan)
+        cgroups.open_driver().cgroup(parent, container_id).create(limits)
+        supervise.write_json(os.path.join(directory, "config.json"), plan)
+        update_state(directory, status="created", running=False, pid=0, exit_code=0,
+                     restart_count=0, started_at="0001-01-01T00:00:00Z",
+                     finished_at="0001-01-01T00:00:00Z", oom_killed=False, error="")
+    except (OSError, cgroups.CgroupError) as exc:
+        _discard(directory, plan)
+        raise ContainerError(f"{name}: cannot create: {exc}") from None
+    return directory
+
+
+def _alive(pid):
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def state(directory):
+    """The container's state.json, checked against the processes it names."""
+    current = read_json(os.path.join(directory, supervise.STATE), {}) or {}
+    if current.get("status") in ("running", "restarting") and not _alive(
+            current.get("supervisor")):
+        if _alive(current.get("pid")):
+            current = update_state(directory, error="supervisor lost")
+        else:
+            current = update_state(directory, status="exited", running=False, pid=0,
+                                   exit_code=-1, error="supervisor lost",
+                                   finished_at=supervise.now(), supervisor=0)
+    return current
+
+
+def start(directory, version, python=None, wait=10.0):
+    """Start a created or exited container and wait until it runs (or has ended)."""
+    current = state(directory)
+    if current.get("status") == "running":
+        return current
+    stop_file = os.path.join(directory, supervise.STOP)
+    if os.path.exists(stop_file):
+        os.unlink(stop_file)
+    update_state(directory, status="starting")
+    path = zygote.ensure(version, runner.payload_root(), python)
+    zygote.start_supervisor(path, directory)
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        current = read_json(os.path.join(directory, supervise.STATE), {}) or {}
+        if current.get("status") in ("running", "exited"):
+            if current.get("status") == "exited" and current.get("error"):
+                raise ContainerError(current["error"])
+            return current
+        time.sleep(0.01)
+    raise ContainerError("the container did not start within "
+                         f"{wait:g}s (state {current.get('status')})")
+
+
+def stop(directory, config, timeout=10.0):
+    """Send the stop signal to PID 1, SIGKILL everything after ``timeout`` seconds; wait
+    until the supervisor has recorded the exit."""
+    current = state(directory)
+    with open(os.path.join(directory, supervise.STOP), "w"):
+        pass  # no restart after this exit
+    if current.get("status") not in ("running", "restarting"):
+        return False
+    pid = current.get("pid")
+    if pid:
+        try:
+            os.kill(pid, STOP_SIGNALS.get(config.get("stop_signal"), signal.SIGTERM))
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and state(directory).get("status") != "exited":
+        time.sleep(0.02)
+    if state(directory).get("status") != "exited":
+        group = _cgroup(config)
+        if group is not None:
+            group.kill()
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline and state(directory).get("status") != "exited":
+            time.sleep(0.02)
+    return True
+
+
+def _cgroup(config):
+    if not config.get("cgroup"):
+        return None
+    try:
+        return cgroups.open_driver().cgroup(config["cgroup"]["parent"],
+                                            config["cgroup"]["name"])
+    except cgroups.CgroupError:
+        return None
+
+
+def _discard(directory, plan):
+    group = _cgroup(plan)
+    if group is not None:
+        try:
+            group.remove()
+        except cgroups.CgroupError:
+            pass
+    runner.remove_anonymous_volumes(plan)
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def remove(directory, config, force=False):
+    """Remove a stopped container (a running one only with ``force``, after a kill)."""
+    if state(directory).get("status") in ("running", "restarting"):
+        if not force:
+            raise ContainerError(f"cannot remove running container {config['name']}: "
+                                 "stop it first or force it")
+        stop(directory, config, timeout=0)
+    _discard(directory, config)
+
+
+def inspect(directory, config):
+    """The container as docker inspect shows it (the parts fleet has)."""
+    current = state(directory)
+    options = config.get("options") or {}
+    status = current.get("status", "created")
+    return {
+        "Id": os.path.basename(directory),
+        "Created": config.get("created"),
+        "Path": config["argv"][0],
+        "Args": config["argv"][1:],
+        "State": {"Status": "running" if status == "restarting" else status,
+                  "Running": status in ("running", "restarting"),
+                  "Paused": False, "Restarting": status == "restarting",
+                  "OOMKilled": bool(current.get("oom_killed")), "Dead": False,
+                  "Pid": current.get("pid", 0), "ExitCode": current.get("exit_code", 0),
+                  "Error": current.get("error", ""),
+                  "StartedAt": current.get("started_at"),
+                  "FinishedAt": current.get("finished_at")},
+        "Image": config.get("image_id"),
+        "ResolvConfPath": config["etc_files"]["resolv.conf"],
+        "HostnamePath": config["etc_files"]["hostname"],
+        "HostsPath": config["etc_files"]["hosts"],
+        "LogPath": os.path.join(directory, supervise.LOG),
+        "Name": "/" + config["name"],
+        "RestartCount": current.get("restart_count", 0),
+        "Driver": "overlay",
+        "Mounts": [{"Type": "volume" if m.get("volume") else m["type"],
+                    "Name": m.get("volume"), "Source": m.get("source"),
+                    "Destination": m["target"], "RW": not m.get("readonly")}
+                   for m in config.get("mounts") or []],
+        "Config": {"Hostname": config["hostname"], "User": options.get("user") or "",
+                   "Env": config["env"], "Cmd": config["argv"], "Image": config.get("image"),
+                   "WorkingDir": config.get("working_dir"),
+                   "Labels": options.get("labels") or {},
+                   "StopSignal": config.get("stop_signal")},
+        "HostConfig": {"RestartPolicy": {"Name": config.get("restart_policy", "no")},
+                       "AutoRemove": config.get("auto_remove", False),
+                       "NetworkMode": config.get("network_mode"),
+                       "Privileged": config.get("privileged", False),
+                       "ReadonlyRootfs": config.get("read_only", False),
+                       "CapAdd": options.get("cap_add") or [],
+                       "CapDrop": options.get("cap_drop") or []},
+        "GraphDriver": {"Name": "overlay", "Data": {
+            "LowerDir": ":".join(config.get("lower_dirs") or []),
+            "UpperDir": config.get("upper_dir"), "WorkDir": config.get("work_dir"),
+            "MergedDir": config.get("rootfs")}},
+        "NetworkSettings": {"Networks": {}, "Ports": {}},
+    }

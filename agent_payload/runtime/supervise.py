@@ -1,0 +1,186 @@
+"""The supervisor of a detached container: one process per container, forked from the
+host's zygote (zygote.py) so that it shares the interpreter's memory with its siblings.
+
+``supervise(directory)`` starts the container (launch.start), becomes the parent of its
+PID 1 (it is a child subreaper), writes the container's output to ``container.log``
+as Docker's json-file driver does (one JSON object a line: log, stream, time), and keeps
+``state.json`` true: running with its pid, then exited with the exit code, the time and
+whether the OOM killer ended it. It restarts the container as ``restart_policy`` says
+(no, on-failure[:N], always, unless-stopped), with Docker's back-off (100 ms, doubling,
+reset after 10 s of running), unless the payload asked for a stop (the ``stop`` file).
+"""
+
+import os
+import select
+import time
+
+from agent_payload import cgroups, jsonwire, syscalls
+from agent_payload.runtime import launch
+
+STATE = "state.json"
+LOG = "container.log"
+STOP = "stop"
+BACKOFF_START, BACKOFF_MAX, BACKOFF_RESET = 0.1, 60.0, 10.0
+
+
+def now():
+    """RFC 3339 UTC time with nanoseconds, as Docker writes it."""
+    seconds = time.time()
+    whole = int(seconds)
+    return (time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+            + f".{int((seconds - whole) * 1e9):09d}Z")
+
+
+def read_json(path, default=None):
+    """A JSON file's value, or ``default`` when it is missing or unreadable."""
+    try:
+        with open(path) as handle:
+            return jsonwire.loads(handle.read())
+    except (OSError, ValueError):
+        return default
+
+
+def write_json(path, value):
+    """Write JSON atomically (temp file and rename)."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as handle:
+        handle.write(jsonwire.dumps(value))
+    os.rename(tmp, path)
+
+
+def update_state(directory, **fields):
+    """Merge ``fields`` into the container's state.json."""
+    path = os.path.join(directory, STATE)
+    state = read_json(path, {}) or {}
+    state.update(fields)
+    write_json(path, state)
+    return state
+
+
+def should_restart(policy, exit_code, restarts, stopped):
+    """Docker's restart policies: no, on-failure[:N], always, unless-stopped."""
+    if stopped:
+        return False
+    name, _, limit = (policy or "no").partition(":")
+    if name == "always" or name == "unless-stopped":
+        return True
+    if name == "on-failure":
+        return exit_code != 0 and (not limit or restarts < int(limit))
+    return False
+
+
+class _Log:
+    """Appends json-file lines for each complete line (or a full buffer) of a stream."""
+
+    def __init__(self, path):
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        self.partial = {"stdout": b"", "stderr": b""}
+
+    def add(self, stream, data):
+        buffered = self.partial[stream] + data
+        lines = buffered.split(b"\n")
+        self.partial[stream] = lines.pop()
+        if len(self.partial[stream]) > 16384:
+            lines.append(self.partial[stream])
+            self.partial[stream] = b""
+        self._write(stream, [line + b"\n" for line in lines])
+
+    def flush(self):
+        for stream, rest in self.partial.items():
+            if rest:
+                self._write(stream, [rest])
+                self.partial[stream] = b""
+
+    def _write(self, stream, chunks):
+        if not chunks:
+            return
+        stamp = now()
+        text = "".join(jsonwire.dumps({"log": chunk.decode("utf-8", "replace"),
+                                       "stream": stream, "time": stamp}) + "\n"
+                       for chunk in chunks)
+        os.write(self.fd, text.encode())
+
+
+def _run_once(plan, directory, log, cgroup):
+    """Start the container, pump its output to the log until its PID 1 ends; return the
+    exit code (127 and the reason when it could not start)."""
+    devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    out_r, out_w = os.pipe2(os.O_CLOEXEC)
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    try:
+        pid = launch.start(plan, stdio=(devnull, out_w, err_w))
+    except launch.LaunchError as exc:
+        for fd in (devnull, out_r, out_w, err_r, err_w):
+            os.close(fd)
+        update_state(directory, status="exited", running=False, pid=0, exit_code=127,
+                     error=str(exc), finished_at=now())
+        return 127, str(exc)
+    for fd in (devnull, out_w, err_w):
+        os.close(fd)
+    update_state(directory, status="running", running=True, pid=pid, error="",
+                 started_at=now(), exit_code=0, oom_killed=False)
+    streams = {out_r: "stdout", err_r: "stderr"}
+    poller = select.poll()
+    for fd in streams:
+        poller.register(fd, select.POLLIN)
+    status = None
+    while status is None or streams:
+        for fd, _ in poller.poll(200 if status is None else 50):
+            chunk = os.read(fd, 65536)
+            if chunk:
+                log.add(streams[fd], chunk)
+            else:
+                poller.unregister(fd)
+                os.close(fd)
+                del streams[fd]
+        while True:  # PID 1, and orphans handed to us as the subreaper
+            try:
+                reaped, wait_status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if not reaped:
+                break
+            if reaped == pid:
+                status = wait_status
+        if status is not None and streams and not poller.poll(0):
+            # PID 1 is gone; a writer it left behind must not keep us here
+            for fd in list(streams):
+                os.close(fd)
+                del streams[fd]
+    log.flush()
+    code = launch.exit_code(status)
+    oom = cgroup is not None and cgroup.oom_kills() > 0
+    update_state(directory, status="exited", running=False, pid=0, exit_code=code,
+                 oom_killed=oom, finished_at=now())
+    return code, ""
+
+
+def supervise(directory):
+    """Run and watch the container in ``directory`` until it ends for good."""
+    plan = read_json(os.path.join(directory, "config.json"))
+    syscalls.set_child_subreaper()
+    cgroup = None
+    if plan.get("cgroup"):
+        driver = cgroups.open_driver()
+        cgroup = driver.cgroup(plan["cgroup"]["parent"], plan["cgroup"]["name"])
+    plan["cgroup_procs"] = cgroup.procs_files if cgroup is not None else []
+    log = _Log(os.path.join(directory, LOG))
+    restarts = 0
+    backoff = BACKOFF_START
+    update_state(directory, supervisor=os.getpid(), restart_count=0)
+    while True:
+        started = time.monotonic()
+        code, _error = _run_once(plan, directory, log, cgroup)
+        stopped = os.path.exists(os.path.join(directory, STOP))
+        if not should_restart(plan.get("restart_policy"), code, restarts, stopped):
+            break
+        if time.monotonic() - started > BACKOFF_RESET:
+            backoff = BACKOFF_START
+        update_state(directory, status="restarting", restarting=True)
+        time.sleep(backoff)
+        backoff = min(backoff * 2, BACKOFF_MAX)
+        if os.path.exists(os.path.join(directory, STOP)):
+            break
+        restarts += 1
+        update_state(directory, restart_count=restarts, restarting=False)
+    update_state(directory, supervisor=0, restarting=False)

@@ -1,0 +1,98 @@
+"""Detached containers on a lab host: the container module's states, supervision that
+outlives the SSH session, logs, stop, restart policy, and nothing left after removal."""
+
+import json
+import time
+import uuid
+
+import pytest
+
+from fleet.transport.session import Session
+from tests.integration.conftest import LAB_MARKS
+from tests.integration.helpers import lab_targets, ssh_run
+
+pytestmark = LAB_MARKS
+
+
+@pytest.fixture
+def host(lab, lab_inventory):
+    config, state = lab
+    tag = uuid.uuid4().hex[:8]
+    store, parent = f"/var/lib/fleet/fleet-test-{tag}", f"fleet-test-{tag}"
+    plain = next(r for r in state.registries if r["name"] == "plain")["address"]
+    target = lab_targets(lab_inventory)[0]
+    with_session = Session.open(target)
+    pulled = with_session.call("image", {"name": f"{plain}/busybox:latest", "store": store,
+                                         "insecure_registries": [plain]}, timeout=120)
+    with_session.close()
+    assert not pulled["failed"], pulled
+    address = state.hosts[0].address
+    yield target, store, parent, f"{plain}/busybox:latest", (config, address)
+    ssh_run(config, address, f"rm -rf {store}; for c in /sys/fs/cgroup/*/{parent}; "
+                             f"do [ -d $c ] && rmdir $c/* $c 2>/dev/null; done; true")
+
+
+def call(target, **params):
+    session = Session.open(target)
+    try:
+        return session.call("container", params, timeout=60)
+    finally:
+        session.close()
+
+
+def test_detached_lifecycle(host):
+    target, store, parent, image, (config, address) = host
+    name = "fleet-test-web"
+    common = {"name": name, "image": image, "store": store, "cgroup_parent": parent,
+              "command": ["sh", "-c", "echo hello; echo oops >&2; sleep 60"], "init": True}
+    first = call(target, **common)
+    assert first["changed"] and not first["failed"], first
+    state = first["container"]["State"]
+    assert state["Running"] and state["Pid"] > 0, first
+    # A new session later: still running, nothing to change.
+    again = call(target, **common)
+    assert again["changed"] is False and again["container"]["State"]["Running"], again
+    time.sleep(0.3)
+    log = ssh_run(config, address, f"cat {again['container']['LogPath']}")
+    lines = [json.loads(line) for line in log.splitlines()]
+    assert [(entry["stream"], entry["log"]) for entry in lines] == [
+        ("stdout", "hello\n"), ("stderr", "oops\n")]
+    assert all(entry["time"].endswith("Z") for entry in lines)
+    stopped = call(target, **dict(common, state="stopped", stop_timeout=5))
+    assert stopped["changed"] and stopped["container"]["State"]["ExitCode"] == 143, stopped
+    # A changed option recreates it.
+    changed = call(target, **dict(common, env={"MODE": "two"}))
+    assert changed["changed"] and changed["container"]["Id"] != first["container"]["Id"]
+    assert "MODE=two" in changed["container"]["Config"]["Env"]
+    gone = call(target, name=name, state="absent", store=store)
+    assert gone["changed"], gone
+    left = ssh_run(config, address, f"ls {store}/containers | wc -l; "
+                                    f"find /sys/fs/cgroup/*/{parent} -mindepth 1 -type d "
+                                    "2>/dev/null | wc -l; findmnt -rn -t overlay | wc -l; "
+                                    f"pgrep -f 'sleep 6[0]' | wc -l")
+    assert left.split() == ["0", "0", "0", "0"], left
+    assert call(target, name=name, state="absent", store=store)["changed"] is False
+
+
+def test_restart_policy_and_bad_input(host):
+    target, store, parent, image, _ = host
+    name = "fleet-test-flaky"
+    result = call(target, name=name, image=image, store=store, cgroup_parent=parent,
+                  command=["sh", "-c", "exit 3"], restart_policy="on-failure:2")
+    assert not result["failed"], result
+    deadline = time.monotonic() + 10
+    while True:
+        shown = call(target, name=name, image=image, store=store, cgroup_parent=parent,
+                     command=["sh", "-c", "exit 3"], restart_policy="on-failure:2",
+                     state="present")["container"]
+        if shown["RestartCount"] == 2 and not shown["State"]["Running"]:
+            break
+        assert time.monotonic() < deadline, shown
+        time.sleep(0.2)
+    assert shown["State"]["ExitCode"] == 3
+    call(target, name=name, state="absent", store=store)
+    missing = call(target, name="fleet-test-none", image="nope/nothing", store=store)
+    assert missing["failed"] and "is not present" in missing["msg"], missing
+    bad = call(target, name="fleet-test-bad", image=image, store=store,
+               restart_policy="sometimes")
+    assert bad["failed"] and "restart_policy" in bad["msg"], bad
