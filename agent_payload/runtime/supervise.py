@@ -10,6 +10,7 @@ whether the OOM killer ended it. It restarts the container as ``restart_policy``
 reset after 10 s of running), unless the payload asked for a stop (the ``stop`` file).
 """
 
+import _signal
 import os
 import select
 import time
@@ -101,7 +102,16 @@ class _Log:
         os.write(self.fd, text.encode())
 
 
-def _run_once(plan, directory, log, cgroup):
+def _wake_on_child_exit():
+    """A descriptor that becomes readable when a child ends (SIGCHLD through the
+    interpreter's wakeup fd), so an exit is noticed at once, not at the next poll."""
+    wake_r, wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+    _signal.signal(_signal.SIGCHLD, lambda _signum, _frame: None)
+    _signal.set_wakeup_fd(wake_w)
+    return wake_r
+
+
+def _run_once(plan, directory, log, cgroup, wake_r):
     """Start the container, pump its output to the log until its PID 1 ends; return the
     exit code (127 and the reason when it could not start)."""
     devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
@@ -123,9 +133,16 @@ def _run_once(plan, directory, log, cgroup):
     poller = select.poll()
     for fd in streams:
         poller.register(fd, select.POLLIN)
+    poller.register(wake_r, select.POLLIN)
     status = None
     while status is None or streams:
-        for fd, _ in poller.poll(200 if status is None else 50):
+        for fd, _ in poller.poll(1000 if status is None else 50):
+            if fd == wake_r:
+                try:
+                    os.read(wake_r, 4096)
+                except BlockingIOError:
+                    pass
+                continue
             chunk = os.read(fd, 65536)
             if chunk:
                 log.add(streams[fd], chunk)
@@ -142,11 +159,13 @@ def _run_once(plan, directory, log, cgroup):
                 break
             if reaped == pid:
                 status = wait_status
-        if status is not None and streams and not poller.poll(0):
+        if status is not None and streams and not [
+                fd for fd, _ in poller.poll(0) if fd != wake_r]:
             # PID 1 is gone; a writer it left behind must not keep us here
             for fd in list(streams):
                 os.close(fd)
                 del streams[fd]
+    poller.unregister(wake_r)
     log.flush()
     code = launch.exit_code(status)
     oom = cgroup is not None and cgroup.oom_kills() > 0
@@ -165,12 +184,13 @@ def supervise(directory):
         cgroup = driver.cgroup(plan["cgroup"]["parent"], plan["cgroup"]["name"])
     plan["cgroup_procs"] = cgroup.procs_files if cgroup is not None else []
     log = _Log(os.path.join(directory, LOG))
+    wake_r = _wake_on_child_exit()
     restarts = 0
     backoff = BACKOFF_START
     update_state(directory, supervisor=os.getpid(), restart_count=0)
     while True:
         started = time.monotonic()
-        code, _error = _run_once(plan, directory, log, cgroup)
+        code, _error = _run_once(plan, directory, log, cgroup, wake_r)
         stopped = os.path.exists(os.path.join(directory, STOP))
         if not should_restart(plan.get("restart_policy"), code, restarts, stopped):
             break

@@ -18,7 +18,7 @@ import socket
 import sys
 import time
 
-from agent_payload import jsonwire
+from agent_payload import cgroups, jsonwire, syscalls
 from agent_payload.runtime import supervise
 
 RUN_DIR = "/run/fleet"
@@ -104,6 +104,10 @@ def _supervisor(directory):
 
 def main(path):
     """Listen on ``path`` and fork supervisors until idle for IDLE_EXIT seconds."""
+    # What every supervisor would otherwise load for itself (and so not share): libc
+    # through ctypes, the cgroup driver's probe.
+    syscalls.set_child_subreaper()
+    cgroups.open_driver()
     gc.collect()
     gc.freeze()  # keep imported objects out of the children's GC: fewer pages copied
     tmp = f"{path}.{os.getpid()}"
