@@ -47,6 +47,26 @@ def test_example_playbooks_converge(lab, lab_inventory, playbook):
     assert all(s["ok"] > 0 and s["failed"] == 0 for s in second["stats"].values())
 
 
+def test_containers_playbook_converges_and_goes_away(lab, lab_inventory):
+    config, state = lab
+    book = str(PLAYBOOKS / "containers.yml")
+    try:
+        code, first = apply_json(book, "-i", lab_inventory)
+        assert code == 0, json.dumps(first)[:2000]
+        code, second = apply_json(book, "-i", lab_inventory)
+        assert code == 0 and set(changed(second).values()) == {0}, json.dumps(second)[:2000]
+    finally:
+        code, gone = apply_json(book, "-i", lab_inventory, "-e", "state=absent")
+    assert code == 0 and set(changed(gone).values()) == {1}
+    for host in state.hosts:
+        # (other tests may run containers of their own in the default store meanwhile)
+        left = ssh_run(config, host.address,
+                       "cat /var/lib/fleet/containers/*/config.json 2>/dev/null | "
+                       "grep -c '\"name\":\"greeter\"'; findmnt -rn -t overlay | wc -l",
+                       check=False)
+        assert left.split() == ["0", "0"], (host.name, left)
+
+
 def test_files_playbook_puts_files_on_every_host(lab, lab_inventory):
     config, state = lab
     code, _ = apply_json(str(PLAYBOOKS / "files.yml"), "-i", lab_inventory)
