@@ -2,7 +2,9 @@
 
 Options (besides those of container_run, which this module shares):
   name: the container's name on this host (required).
-  image: the image (reference or id) in the host's store; required unless state=absent.
+  image: the image (reference or id) in the host's store; needed to create the
+      container. Without it, the states act on the existing container as it is (what
+      `fleet start/stop/rm` do), and a missing container is an error.
   state: started (default: created if missing, and running), present (created),
       stopped, or absent (stopped and removed with its anonymous volumes).
   restart_policy: no (default), on-failure[:N], always, unless-stopped.
@@ -65,13 +67,11 @@ def _policy_ok(policy):
 
 def run(params, ctx):
     """Bring the container to the state asked for."""
-    name, wanted_state = params["name"], params["state"]
+    name = params["name"]
     if not _policy_ok(params["restart_policy"]):
         return {"failed": True, "changed": False,
                 "msg": f"restart_policy: {params['restart_policy']!r} is not no, "
                        "on-failure[:N], always or unless-stopped"}
-    if wanted_state != "absent" and not params.get("image"):
-        return {"failed": True, "changed": False, "msg": f"{name}: image is required"}
     try:
         store = Store(params["store"])
         return _converge(store, params, ctx)
@@ -92,8 +92,13 @@ def _converge(store, params, ctx):
                     containers.stop(found[0], found[1], timeout)
                 containers.remove(found[0], found[1], force=True)
         return result
-    wanted = _wanted(params)
-    if found is not None:
+    if not params.get("image"):
+        if found is None:
+            raise ContainerError("no such container (give image to create it)")
+        wanted = found[1].get("options") or {}
+    else:
+        wanted = _wanted(params)
+    if found is not None and params.get("image"):
         differences = _differences(found[1].get("options") or {}, wanted)
         if differences or params["recreate"]:
             result.update(changed=True)

@@ -20,6 +20,12 @@ COMMANDS = {
     "rmi": ("fleet.cli.image", "rm"),
     "inventory": ("fleet.cli.inventory", "inventory"),
     "run": ("fleet.cli.run", "run"),
+    "ps": ("fleet.cli.containers", "ps"),
+    "inspect": ("fleet.cli.containers", "inspect"),
+    "logs": ("fleet.cli.containers", "logs"),
+    "start": ("fleet.cli.containers", "start"),
+    "stop": ("fleet.cli.containers", "stop"),
+    "rm": ("fleet.cli.containers", "rm"),
 }
 SUMMARIES = {
     "apply": "Run a playbook on the inventory's hosts (check, diff, tags, limit).",
@@ -33,6 +39,12 @@ SUMMARIES = {
     "rmi": "Remove an image from hosts (same as image rm).",
     "inventory": "Show an inventory as ansible-inventory does (--list, --graph, --host).",
     "run": "Run a container in the foreground on a host (like docker run --rm).",
+    "ps": "List the containers on hosts (running; -a for all).",
+    "inspect": "Print a container's docker inspect JSON.",
+    "logs": "Print a container's output (--tail, --timestamps).",
+    "start": "Start existing containers on a host.",
+    "stop": "Stop containers on a host (stop signal, then SIGKILL).",
+    "rm": "Remove containers from a host (-f: even running ones).",
 }
 
 

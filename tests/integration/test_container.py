@@ -96,3 +96,41 @@ def test_restart_policy_and_bad_input(host):
     bad = call(target, name="fleet-test-bad", image=image, store=store,
                restart_policy="sometimes")
     assert bad["failed"] and "restart_policy" in bad["msg"], bad
+
+
+def test_container_commands(lab, lab_inventory, host):
+    import subprocess
+    import sys
+    target, store, parent, image, (config, address) = host
+    # The CLI works on the default store: a container name no other test uses there.
+    name = "fleet-test-cli-" + uuid.uuid4().hex[:6]
+    host_name = next(h.name for h in lab[1].hosts if h.address == address)
+
+    def fleet(*args):
+        return subprocess.run([sys.executable, "-m", "fleet", *args, "-i", lab_inventory],
+                              capture_output=True, text=True, timeout=60)
+
+    pulled = fleet("pull", host_name, image)
+    assert pulled.returncode == 0, pulled.stderr
+    made = call(target, name=name, image=image, command=["sh", "-c", "echo up; sleep 60"],
+                init=True)
+    assert not made["failed"], made
+    try:
+        listed = fleet("ps", "all", "-o", "json")
+        found = [c for h in json.loads(listed.stdout)["hosts"] for c in h["containers"]
+                 if c["Name"] == "/" + name]
+        assert len(found) == 1 and found[0]["State"]["Running"]
+        time.sleep(0.2)
+        shown = fleet("logs", host_name, name)
+        assert shown.stdout == "up\n", shown
+        refused = fleet("rm", host_name, name)
+        assert refused.returncode == 1 and "stop it first" in refused.stderr
+        assert fleet("stop", "-t", "2", host_name, name).returncode == 0
+        inspected = json.loads(fleet("inspect", host_name, name).stdout)[0]
+        assert inspected["State"]["ExitCode"] == 143 and not inspected["State"]["Running"]
+        assert fleet("start", host_name, name).returncode == 0
+        assert json.loads(fleet("inspect", host_name, name).stdout)[0]["State"]["Running"]
+    finally:
+        removed = fleet("rm", "-f", host_name, name)
+    assert removed.returncode == 0, removed.stderr
+    assert fleet("inspect", host_name, name).returncode == 1
