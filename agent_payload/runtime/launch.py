@@ -199,13 +199,83 @@ def exit_code(status):
     return os.WEXITSTATUS(status) if os.WIFEXITED(status) else -os.WTERMSIG(status)
 
 
+# The namespaces an exec joins, the mount namespace last: joining it changes the root.
+EXEC_NAMESPACES = (("ipc", S.CLONE_NEWIPC), ("uts", S.CLONE_NEWUTS), ("net", S.CLONE_NEWNET),
+                   ("cgroup", S.CLONE_NEWCGROUP), ("mnt", S.CLONE_NEWNS))
+
+
+def _exec_child(plan, fds, error_w):
+    """A process of ``docker exec``: the container's cgroup and namespaces, its user,
+    capabilities and seccomp filter, then exec."""
+    try:
+        program = None if plan.get("privileged") else seccomp.build_filter(
+            plan["capabilities"])
+        for procs in plan.get("cgroup_procs") or []:
+            with open(procs, "w") as handle:
+                handle.write("0")
+        for name, nstype in EXEC_NAMESPACES:
+            S.setns(fds[name], nstype, name)
+        caps.drop_bounding(plan["capabilities"])
+        S.prctl(PR_SET_KEEPCAPS, 1, label="PR_SET_KEEPCAPS")
+        if program is not None:
+            S.seccomp_filter(program)
+        os.setgroups(plan.get("groups") or [])
+        os.setgid(plan["gid"])
+        os.setuid(plan["uid"])
+        if plan.get("no_new_privileges"):
+            S.prctl(S.PR_SET_NO_NEW_PRIVS, 1, label="PR_SET_NO_NEW_PRIVS")
+        caps.set_sets(plan["capabilities"], effective=plan["uid"] == 0)
+        os.chdir(plan.get("working_dir") or "/")
+        argv = plan["argv"]
+        environ = dict(item.split("=", 1) for item in plan["env"])
+        try:
+            os.execvpe(argv[0], argv, environ)
+        except FileNotFoundError:
+            raise OSError(f'exec: "{argv[0]}": executable file not found in $PATH') from None
+    except BaseException as exc:
+        message = str(exc) or type(exc).__name__
+        try:
+            os.write(error_w, message.encode("utf-8", "replace")[:4000])
+        finally:
+            os._exit(EXEC_FAILED)
+
+
+def start_exec(plan):
+    """Start a process in the running container whose PID 1 is ``plan["pid"]``; return
+    its pid. Raises LaunchError when it cannot."""
+    target = plan["pid"]
+    fds = {}
+    try:
+        for name, _ in EXEC_NAMESPACES + (("pid", S.CLONE_NEWPID),):
+            fds[name] = os.open(f"/proc/{target}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC)
+        S.setns(fds["pid"], S.CLONE_NEWPID, "pid")  # for the child made next
+        error_r, error_w = os.pipe2(os.O_CLOEXEC)
+        pid = os.fork()
+    except OSError as exc:
+        for fd in fds.values():
+            os.close(fd)
+        raise LaunchError(f"cannot enter the container: {exc}") from None
+    if pid == 0:
+        os.close(error_r)
+        _exec_child(plan, fds, error_w)
+    os.close(error_w)
+    for fd in fds.values():
+        os.close(fd)
+    failure = _read_all(error_r).decode("utf-8", "replace")
+    os.close(error_r)
+    if failure:
+        os.waitpid(pid, 0)
+        raise LaunchError(failure)
+    return pid
+
+
 def main():
-    """Entry point of the foreground launcher process."""
+    """Entry point of the foreground launcher process (a container, or an exec in one)."""
     plan = jsonwire.loads(_read_all(PLAN_FD).decode())
     os.close(PLAN_FD)
     S.set_child_subreaper()
     try:
-        pid = start(plan)
+        pid = start_exec(plan) if plan.get("mode") == "exec" else start(plan)
     except LaunchError as exc:
         _event(error=str(exc))
         sys.exit(1)

@@ -257,15 +257,7 @@ def run(store_root, image, options):
         cgroup = driver.cgroup(options.get("cgroup_parent") or cgroups.DEFAULT_PARENT,
                                container_id)
         cgroup.create(limits)
-        pid, events_r, out_r, err_r = _spawn(plan, cgroup)
-        events, stdout, stderr = _collect(events_r, out_r, err_r)
-        os.waitpid(pid, 0)
-        errors = [e["error"] for e in events if "error" in e]
-        if errors:
-            raise RunError(errors[0])
-        exited = [e["exited"] for e in events if "exited" in e]
-        if not exited:
-            raise RunError("the launcher ended without reporting the container's exit")
+        code, stdout, stderr = _launch_foreground(plan, cgroup)
         oom = cgroup.oom_kills() > 0
     except (OSError, cgroups.CgroupError) as exc:
         raise RunError(f"cannot run the container: {exc}") from None
@@ -278,6 +270,53 @@ def run(store_root, image, options):
         if options.get("rm", True):
             shutil.rmtree(directory, ignore_errors=True)
             remove_anonymous_volumes(plan)
-    return {"id": container_id, "rc": exited[0], "oom_killed": oom,
+    return {"id": container_id, "rc": code, "oom_killed": oom,
             "stdout": stdout.decode("utf-8", "replace"),
+            "stderr": stderr.decode("utf-8", "replace")}
+
+
+def _launch_foreground(plan, cgroup):
+    """Run the launcher for ``plan`` and wait; (exit code, stdout, stderr)."""
+    pid, events_r, out_r, err_r = _spawn(plan, cgroup)
+    events, stdout, stderr = _collect(events_r, out_r, err_r)
+    os.waitpid(pid, 0)
+    errors = [e["error"] for e in events if "error" in e]
+    if errors:
+        raise RunError(errors[0])
+    exited = [e["exited"] for e in events if "exited" in e]
+    if not exited:
+        raise RunError("the launcher ended without reporting the exit")
+    return exited[0], stdout, stderr
+
+
+def exec_in(store, directory, config, pid, options):
+    """Run a command in the running container (directory, config) whose PID 1 is ``pid``,
+    as docker exec does: its namespaces, cgroup, capabilities and seccomp filter, the
+    container's user unless ``user`` is given. Returns rc, stdout, stderr."""
+    record = store.find_image(config.get("image_id") or "")
+    lower_dirs = config.get("lower_dirs") or []
+    user = options.get("user")
+    if user is None:
+        user = (config.get("options") or {}).get("user") or (
+            ((record or {}).get("config") or {}).get("config") or {}).get("User") or ""
+    command = spec.words(options.get("command"), "command")
+    if not command:
+        raise RunError("exec needs a command")
+    try:
+        uid, gid, groups, home = spec.resolve_user(
+            user, _image_file(lower_dirs, "etc/passwd"), _image_file(lower_dirs, "etc/group"))
+        env = spec.environment({"Env": config["env"]}, options.get("env"), home=home)
+    except spec.SpecError as exc:
+        raise RunError(str(exc)) from None
+    plan = {"mode": "exec", "pid": pid, "argv": command, "env": env, "uid": uid, "gid": gid,
+            "groups": groups, "working_dir": options.get("working_dir")
+            or config.get("working_dir") or "/",
+            "capabilities": config["capabilities"], "privileged": config.get("privileged"),
+            "no_new_privileges": config.get("no_new_privileges")}
+    group = None
+    if config.get("cgroup"):
+        group = cgroups.open_driver().cgroup(config["cgroup"]["parent"],
+                                             config["cgroup"]["name"])
+    code, stdout, stderr = _launch_foreground(plan, group)
+    return {"rc": code, "stdout": stdout.decode("utf-8", "replace"),
             "stderr": stderr.decode("utf-8", "replace")}

@@ -57,7 +57,7 @@ class SpecError(Exception):
     """An option cannot be honoured; str() is the one-line reason."""
 
 
-def _words(value, option):
+def words(value, option):
     """A list option given as a list, or as a string split like a shell (not run by one)."""
     if value is None:
         return None
@@ -79,8 +79,8 @@ def process_argv(image_config, entrypoint=None, command=None):
     """
     image_entry = list(image_config.get("Entrypoint") or [])
     image_cmd = list(image_config.get("Cmd") or [])
-    entry = _words(entrypoint, "entrypoint")
-    cmd = _words(command, "command")
+    entry = words(entrypoint, "entrypoint")
+    cmd = words(command, "command")
     if entry is not None:
         image_entry, image_cmd = entry, []
     if cmd is not None:

@@ -155,3 +155,46 @@ stop = _lifecycle("stopped", "stop", [click.option(
     "-t", "--time", type=int, default=None, help="Seconds before SIGKILL (default 10).")])
 rm = _lifecycle("absent", "rm", [click.option(
     "-f", "--force", is_flag=True, help="Kill it at once if it is running.")])
+
+
+@click.command(name="exec", context_settings={"allow_interspersed_args": False})
+@inventory_option
+@click.option("-e", "--env", "env", multiple=True, metavar="NAME=VALUE",
+              help="Set a variable (repeatable).")
+@click.option("-u", "--user", default=None, help="name, uid, name:group or uid:gid.")
+@click.option("-w", "--workdir", default=None, help="Working directory in the container.")
+@click.argument("host")
+@click.argument("name")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def exec_command(inventory_path, env, user, workdir, host, name, command):
+    """Run COMMAND in the running container NAME on HOST (its namespaces, cgroup,
+    capabilities and user); print its output and exit with its exit code. Options go
+    before HOST.
+
+    \b
+    Example:
+      fleet exec -i inventories/lab.ini lab01 greeter cat /etc/hostname
+    """
+    from fleet.cli.run import EXIT_NOT_FOUND, EXIT_NOT_RUN, _env
+    from fleet.containers import on_host
+    from fleet.transport.session import RequestError
+    from fleet.transport.ssh import TransportError
+    inventory = load_inventory(inventory_path)
+    params = {"name": name, "command": list(command), "env": _env(env)}
+    if user is not None:
+        params["user"] = user
+    if workdir is not None:
+        params["working_dir"] = workdir
+    try:
+        result = on_host(inventory, _host(inventory, inventory_path, host), "container_exec",
+                         params)
+    except (TransportError, RequestError) as exc:
+        click.echo(f"fleet exec: {host}: {exc}", err=True)
+        sys.exit(EXIT_NOT_RUN)
+    sys.stdout.write(result.get("stdout", ""))
+    sys.stderr.write(result.get("stderr", ""))
+    if "rc" not in result:
+        message = result.get("msg", "the command did not run")
+        click.echo(f"fleet exec: {host}: {message}", err=True)
+        sys.exit(EXIT_NOT_FOUND if "executable file not found" in message else EXIT_NOT_RUN)
+    sys.exit(result["rc"] if result["rc"] >= 0 else 128 - result["rc"])

@@ -106,8 +106,9 @@ def test_container_commands(lab, lab_inventory, host):
     name = "fleet-test-cli-" + uuid.uuid4().hex[:6]
     host_name = next(h.name for h in lab[1].hosts if h.address == address)
 
-    def fleet(*args):
-        return subprocess.run([sys.executable, "-m", "fleet", *args, "-i", lab_inventory],
+    def fleet(verb, *args):
+        # options before HOST: what follows a container's name is its command
+        return subprocess.run([sys.executable, "-m", "fleet", verb, "-i", lab_inventory, *args],
                               capture_output=True, text=True, timeout=60)
 
     pulled = fleet("pull", host_name, image)
@@ -130,6 +131,16 @@ def test_container_commands(lab, lab_inventory, host):
         assert inspected["State"]["ExitCode"] == 143 and not inspected["State"]["Running"]
         assert fleet("start", host_name, name).returncode == 0
         assert json.loads(fleet("inspect", host_name, name).stdout)[0]["State"]["Running"]
+        # exec: the same PID namespace and filesystem, Docker's capabilities, exit codes
+        inside = fleet("exec", "-e", "X=1", host_name, name, "sh", "-c",
+                       "echo $X; cat /proc/1/cmdline | tr '\\0' ' '; echo; "
+                       "grep CapEff /proc/self/status; hostname; exit 6")
+        out = inside.stdout.splitlines()
+        assert inside.returncode == 6 and out[0] == "1", inside
+        assert "sleep 60" in out[1] or "python" in out[1], out
+        assert out[2].split() == ["CapEff:", "00000000a80425fb"]
+        assert out[3] == json.loads(fleet("inspect", host_name, name).stdout)[0]["Id"][:12]
+        assert fleet("exec", host_name, name, "no-such-cmd").returncode == 127
     finally:
         removed = fleet("rm", "-f", host_name, name)
     assert removed.returncode == 0, removed.stderr
