@@ -13,6 +13,9 @@ Options (besides those of container_run, which this module shares):
       StopSignal, else SIGTERM).
   auto_remove: remove the container when it exits (kept for docker's --rm).
   labels: a mapping kept with the container.
+  healthcheck: {test (a list as Docker's: CMD ... / CMD-SHELL ...; or a string for the
+      shell), interval, timeout, start_period (durations: 30s, 1m30s), retries,
+      disable}; the image's Healthcheck by default. Reported in State.Health.
   recreate: remove and create it again even when nothing differs.
   force_kill: with state=absent or stopped, kill at once instead of stopping.
 
@@ -41,6 +44,7 @@ ARGUMENT_SPEC = dict(
     stop_signal={"type": "str"},
     auto_remove={"type": "bool", "default": False},
     labels={"type": "dict", "default": {}},
+    healthcheck={"type": "dict"},
     recreate={"type": "bool", "default": False},
     force_kill={"type": "bool", "default": False},
 )

@@ -15,8 +15,8 @@ import signal
 import time
 
 from agent_payload import cgroups
+from agent_payload.runtime import health, spec, supervise, zygote
 from agent_payload.runtime import run as runner
-from agent_payload.runtime import spec, supervise, zygote
 from agent_payload.runtime.supervise import read_json, update_state
 
 STOP_SIGNALS = {name: getattr(signal, name) for name in dir(signal)
@@ -67,14 +67,17 @@ def create(store, name, image, options):
     if record is None:
         raise ContainerError(f"image {image} is not present on this host (pull it first)")
     container_id = os.urandom(32).hex()
+    image_config = (record.get("config") or {}).get("config") or {}
     try:
         plan = runner.plan_container(store, record, options, container_id)
         limits = runner.limits_of(options)
         cgroups.check_limits(limits)
-    except (spec.SpecError, cgroups.CgroupError, runner.RunError) as exc:
+        plan["healthcheck"] = health.config_of(options.get("healthcheck"),
+                                               image_config.get("Healthcheck"))
+    except (spec.SpecError, cgroups.CgroupError, runner.RunError,
+            health.HealthError) as exc:
         raise ContainerError(f"{name}: {exc}") from None
     parent = options.get("cgroup_parent") or cgroups.DEFAULT_PARENT
-    image_config = (record.get("config") or {}).get("config") or {}
     plan.update(name=name, image=image, image_id=record["id"], created=supervise.now(),
                 options=options, restart_policy=options.get("restart_policy") or "no",
                 stop_signal=options.get("stop_signal") or image_config.get("StopSignal")
@@ -206,6 +209,10 @@ def inspect(directory, config):
     current = state(directory)
     options = config.get("options") or {}
     status = current.get("status", "created")
+    health_state = {}
+    if config.get("healthcheck"):
+        health_state["Health"] = current.get("health") or {"Status": "starting",
+                                                          "FailingStreak": 0, "Log": []}
     return {
         "Id": os.path.basename(directory),
         "Created": config.get("created"),
@@ -218,7 +225,7 @@ def inspect(directory, config):
                   "Pid": current.get("pid", 0), "ExitCode": current.get("exit_code", 0),
                   "Error": current.get("error", ""),
                   "StartedAt": current.get("started_at"),
-                  "FinishedAt": current.get("finished_at")},
+                  "FinishedAt": current.get("finished_at"), **health_state},
         "Image": config.get("image_id"),
         "ResolvConfPath": config["etc_files"]["resolv.conf"],
         "HostnamePath": config["etc_files"]["hostname"],

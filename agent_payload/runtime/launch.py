@@ -240,9 +240,11 @@ def _exec_child(plan, fds, error_w):
             os._exit(EXEC_FAILED)
 
 
-def start_exec(plan):
+def start_exec(plan, stdio=None):
     """Start a process in the running container whose PID 1 is ``plan["pid"]``; return
-    its pid. Raises LaunchError when it cannot."""
+    its pid (``stdio``: its stdin, stdout and stderr, as for start). It joins the
+    container's PID namespace for the process it forks: call it from a process that
+    makes no other children afterwards. Raises LaunchError when it cannot."""
     target = plan["pid"]
     fds = {}
     try:
@@ -257,6 +259,9 @@ def start_exec(plan):
         raise LaunchError(f"cannot enter the container: {exc}") from None
     if pid == 0:
         os.close(error_r)
+        if stdio is not None:
+            for target_fd, fd in enumerate(stdio):
+                os.dup2(fd, target_fd)
         _exec_child(plan, fds, error_w)
     os.close(error_w)
     for fd in fds.values():

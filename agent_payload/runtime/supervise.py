@@ -17,6 +17,7 @@ import time
 
 from agent_payload import cgroups, jsonwire, syscalls
 from agent_payload.runtime import launch
+from agent_payload.runtime.health import Checker, stamp
 
 STATE = "state.json"
 LOG = "container.log"
@@ -25,11 +26,8 @@ BACKOFF_START, BACKOFF_MAX, BACKOFF_RESET = 0.1, 60.0, 10.0
 
 
 def now():
-    """RFC 3339 UTC time with nanoseconds, as Docker writes it."""
-    seconds = time.time()
-    whole = int(seconds)
-    return (time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
-            + f".{int((seconds - whole) * 1e9):09d}Z")
+    """The current time as Docker writes times."""
+    return stamp(time.time())
 
 
 def read_json(path, default=None):
@@ -111,7 +109,7 @@ def _wake_on_child_exit():
     return wake_r
 
 
-def _run_once(plan, directory, log, cgroup, wake_r):
+def _run_once(plan, directory, log, cgroup, wake_r, checker=None):
     """Start the container, pump its output to the log until its PID 1 ends; return the
     exit code (127 and the reason when it could not start)."""
     devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
@@ -127,21 +125,34 @@ def _run_once(plan, directory, log, cgroup, wake_r):
         return 127, str(exc)
     for fd in (devnull, out_w, err_w):
         os.close(fd)
+    fields = {}
+    if checker is not None:
+        checker.reset()
+        fields["health"] = dict(checker.health)
     update_state(directory, status="running", running=True, pid=pid, error="",
-                 started_at=now(), exit_code=0, oom_killed=False)
+                 started_at=now(), exit_code=0, oom_killed=False, **fields)
     streams = {out_r: "stdout", err_r: "stderr"}
     poller = select.poll()
     for fd in streams:
         poller.register(fd, select.POLLIN)
     poller.register(wake_r, select.POLLIN)
     status = None
+    check_fd = None
     while status is None or streams:
-        for fd, _ in poller.poll(1000 if status is None else 50):
+        wait = 1000 if status is None else 50
+        if checker is not None and status is None:
+            wait = min(wait, checker.wait_ms())
+        for fd, _ in poller.poll(wait):
             if fd == wake_r:
                 try:
                     os.read(wake_r, 4096)
                 except BlockingIOError:
                     pass
+                continue
+            if fd == check_fd:
+                poller.unregister(fd)
+                check_fd = None
+                update_state(directory, health=checker.finish())
                 continue
             chunk = os.read(fd, 65536)
             if chunk:
@@ -159,13 +170,20 @@ def _run_once(plan, directory, log, cgroup, wake_r):
                 break
             if reaped == pid:
                 status = wait_status
+        if checker is not None and status is None and check_fd is None:
+            check_fd = checker.maybe_start(pid)
+            if check_fd is not None:
+                poller.register(check_fd, select.POLLIN)
         if status is not None and streams and not [
-                fd for fd, _ in poller.poll(0) if fd != wake_r]:
+                fd for fd, _ in poller.poll(0) if fd not in (wake_r, check_fd)]:
             # PID 1 is gone; a writer it left behind must not keep us here
             for fd in list(streams):
                 os.close(fd)
                 del streams[fd]
     poller.unregister(wake_r)
+    if check_fd is not None:  # the container is gone: so is what the check looked at
+        os.close(check_fd)
+        checker.running = None
     log.flush()
     code = launch.exit_code(status)
     oom = cgroup is not None and cgroup.oom_kills() > 0
@@ -185,12 +203,19 @@ def supervise(directory):
     plan["cgroup_procs"] = cgroup.procs_files if cgroup is not None else []
     log = _Log(os.path.join(directory, LOG))
     wake_r = _wake_on_child_exit()
+    checker = None
+    if plan.get("healthcheck"):
+        exec_plan = {key: plan.get(key) for key in (
+            "env", "uid", "gid", "groups", "working_dir", "capabilities", "privileged",
+            "no_new_privileges", "cgroup_procs")}
+        exec_plan.update(mode="exec", argv=plan["healthcheck"]["argv"])
+        checker = Checker(plan["healthcheck"], exec_plan)
     restarts = 0
     backoff = BACKOFF_START
     update_state(directory, supervisor=os.getpid(), restart_count=0)
     while True:
         started = time.monotonic()
-        code, _error = _run_once(plan, directory, log, cgroup, wake_r)
+        code, _error = _run_once(plan, directory, log, cgroup, wake_r, checker)
         stopped = os.path.exists(os.path.join(directory, STOP))
         if not should_restart(plan.get("restart_policy"), code, restarts, stopped):
             break

@@ -145,3 +145,41 @@ def test_container_commands(lab, lab_inventory, host):
         removed = fleet("rm", "-f", host_name, name)
     assert removed.returncode == 0, removed.stderr
     assert fleet("inspect", host_name, name).returncode == 1
+
+
+def test_healthcheck(host):
+    target, store, parent, image, _ = host
+    name = "fleet-test-health"
+    params = {"name": name, "image": image, "store": store, "cgroup_parent": parent,
+              "command": ["sleep", "60"], "init": True,
+              "healthcheck": {"test": ["CMD-SHELL", "test -f /tmp/ok && echo fine"],
+                              "interval": "200ms", "timeout": "2s", "retries": 2}}
+
+    def health():
+        return call(target, **dict(params, state="present"))["container"]["State"]["Health"]
+
+    def wait_for(status):
+        deadline = time.monotonic() + 15
+        while True:
+            shown = health()
+            if shown["Status"] == status:
+                return shown
+            assert time.monotonic() < deadline, shown
+            time.sleep(0.1)
+
+    try:
+        started = call(target, **params)
+        assert started["container"]["State"]["Health"]["Status"] == "starting", started
+        unhealthy = wait_for("unhealthy")
+        assert unhealthy["FailingStreak"] >= 2 and unhealthy["Log"][-1]["ExitCode"] == 1
+        session = Session.open(target)
+        try:
+            done = session.call("container_exec", {"name": name, "store": store,
+                                                   "command": ["touch", "/tmp/ok"]})
+        finally:
+            session.close()
+        assert done["rc"] == 0, done
+        healthy = wait_for("healthy")
+        assert healthy["FailingStreak"] == 0 and healthy["Log"][-1]["Output"] == "fine\n"
+    finally:
+        call(target, name=name, state="absent", store=store, force_kill=True)
