@@ -136,6 +136,8 @@ def start(directory, version, python=None, wait=10.0):
     zygote.start_supervisor(path, directory)
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
+        if not os.path.isdir(directory):
+            return {"status": "removed"}  # it ran, ended and removed itself (auto_remove)
         current = read_json(os.path.join(directory, supervise.STATE), {}) or {}
         if current.get("status") in ("running", "exited"):
             if current.get("status") == "exited" and current.get("error"):

@@ -229,3 +229,21 @@ def supervise(directory):
         restarts += 1
         update_state(directory, restart_count=restarts, restarting=False)
     update_state(directory, supervisor=0, restarting=False)
+    if plan.get("auto_remove") and not os.path.exists(os.path.join(directory, STOP)):
+        _remove(directory, plan, cgroup)
+
+
+def _remove(directory, plan, cgroup):
+    """auto_remove: the container goes when it ends (a stop asked for leaves the
+    removal to the payload, which is then busy with it)."""
+    import shutil
+
+    if cgroup is not None:
+        try:
+            cgroup.remove()
+        except cgroups.CgroupError:
+            pass
+    for mount in plan.get("mounts") or []:
+        if mount.get("anonymous"):
+            shutil.rmtree(os.path.dirname(mount["source"]), ignore_errors=True)
+    shutil.rmtree(directory, ignore_errors=True)

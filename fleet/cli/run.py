@@ -35,8 +35,12 @@ def _tmpfs(items):
 @click.argument("image")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @click.option("--rm", "remove", is_flag=True,
-              help="Remove the container when it exits (always, for now).")
-@click.option("-d", "--detach", is_flag=True, help="Not yet: containers run in the foreground.")
+              help="Remove the container when it exits (a foreground one always is).")
+@click.option("-d", "--detach", is_flag=True,
+              help="Run it in the background (supervised on the host); print its id.")
+@click.option("--name", default=None, help="The detached container's name.")
+@click.option("--restart", default="no", show_default=True,
+              help="no, on-failure[:N], always or unless-stopped (with -d).")
 @click.option("-e", "--env", "env", multiple=True, metavar="NAME=VALUE",
               help="Set a variable (repeatable).")
 @click.option("--entrypoint", default=None, help="Replace the image's entrypoint.")
@@ -64,7 +68,8 @@ def _tmpfs(items):
 @click.option("--network", default="none", type=click.Choice(["none", "host"]),
               show_default=True, help="The network (bridges come with the network issue).")
 @output_option
-def run(inventory_path, host, image, command, remove, detach, env, entrypoint, workdir, user,
+def run(inventory_path, host, image, command, remove, detach, name, restart, env, entrypoint,
+        workdir, user,
         hostname, memory, memory_swap, cpus, cpu_shares, pids_limit, cap_add, cap_drop,
         privileged, read_only, ulimits, init, security_opt, volumes, tmpfs, network, output):
     """Run COMMAND in a new container of IMAGE on inventory host HOST, in the foreground;
@@ -81,8 +86,9 @@ def run(inventory_path, host, image, command, remove, detach, env, entrypoint, w
     from fleet.transport.session import RequestError
     from fleet.transport.ssh import TransportError
 
-    if detach:
-        raise click.UsageError("-d: detached containers are not supported yet")
+    if (name or restart != "no") and not detach:
+        raise click.UsageError("--name and --restart go with -d (a foreground container is "
+                               "removed when it ends)")
     bad = [opt for opt in security_opt if opt not in ("no-new-privileges",
                                                       "no-new-privileges:true")]
     if bad:
@@ -101,6 +107,9 @@ def run(inventory_path, host, image, command, remove, detach, env, entrypoint, w
                 "memory": memory, "memory_swap": memory_swap, "cpus": cpus,
                 "cpu_shares": cpu_shares, "pids_limit": pids_limit}
     params.update({key: value for key, value in optional.items() if value is not None})
+    if detach:
+        _detached(inventory, host, params, name, restart, remove, output)
+        return
     try:
         result = call_module(inventory, host, "container_run", params, timeout=10.0)
     except (TransportError, RequestError) as exc:
@@ -117,3 +126,27 @@ def run(inventory_path, host, image, command, remove, detach, env, entrypoint, w
         sys.exit(EXIT_NOT_FOUND if "executable file not found" in message else EXIT_NOT_RUN)
     rc = result["rc"]
     sys.exit(rc if rc >= 0 else 128 - rc)
+
+
+def _detached(inventory, host, params, name, restart, remove, output):
+    """docker run -d: the container module starts it; print its id."""
+    import uuid
+
+    from fleet.remote import call_module
+    from fleet.transport.session import RequestError
+    from fleet.transport.ssh import TransportError
+    params = dict(params, name=name or "fleet-" + uuid.uuid4().hex[:8], state="started",
+                  restart_policy=restart, auto_remove=remove)
+    try:
+        result = call_module(inventory, host, "container", params, timeout=10.0)
+    except (TransportError, RequestError) as exc:
+        click.echo(f"fleet run: {host}: {exc}", err=True)
+        sys.exit(EXIT_NOT_RUN)
+    if result.get("failed"):
+        click.echo(f"fleet run: {host}: {result.get('msg')}", err=True)
+        sys.exit(EXIT_NOT_FOUND if "executable file not found" in str(result.get("msg"))
+                 else EXIT_NOT_RUN)
+    if output == "json":
+        print_json({"host": host, **result})
+    else:
+        click.echo(result["container"]["Id"])

@@ -3,6 +3,7 @@ own) and `fleet run` end to end, with busybox pulled from the lab registry."""
 
 import subprocess
 import sys
+import time
 import uuid
 
 import pytest
@@ -92,6 +93,21 @@ def test_fleet_run_cli(lab, lab_inventory, host):
                                   "lab02", name, "no-such-command"],
                                  capture_output=True, text=True, timeout=60)
         assert missing.returncode == 127 and "lab02" in missing.stderr
+        detached = subprocess.run([sys.executable, "-m", "fleet", "run", "-d", "--name",
+                                   "fleet-test-detached", "-i", lab_inventory, "lab02", name,
+                                   "sh", "-c", "echo detached; sleep 30"],
+                                  capture_output=True, text=True, timeout=60)
+        assert detached.returncode == 0 and len(detached.stdout.strip()) == 64, detached
+        for _ in range(50):  # the supervisor writes the log as the output comes
+            logs = subprocess.run([sys.executable, "-m", "fleet", "logs", "-i", lab_inventory,
+                                   "lab02", "fleet-test-detached"],
+                                  capture_output=True, text=True, timeout=60)
+            if logs.stdout:
+                break
+            time.sleep(0.1)
+        assert logs.stdout == "detached\n", logs
     finally:
+        subprocess.run([sys.executable, "-m", "fleet", "rm", "-f", "-i", lab_inventory, "lab02",
+                        "fleet-test-detached"], capture_output=True, timeout=60)
         subprocess.run([sys.executable, "-m", "fleet", "rmi", "-i", lab_inventory, "lab02",
                         name], capture_output=True, timeout=60)
