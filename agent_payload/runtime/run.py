@@ -143,8 +143,13 @@ def _volume_mounts(store, image_config, volumes):
         planned.append({"type": "bind", "target": volume["target"],
                         "readonly": volume["readonly"], "volume": name,
                         "anonymous": anonymous,
-                        "source": os.path.join(store.root, "volumes", name, "_data")})
+                        "source": volume_path(store.root, name)})
     return planned
+
+
+def volume_path(store_root, name):
+    """The directory containers see of volume ``name`` (Docker's layout)."""
+    return os.path.join(store_root, "volumes", name, "_data")
 
 
 def prepare_volumes(plan):

@@ -183,3 +183,25 @@ def test_healthcheck(host):
         assert healthy["FailingStreak"] == 0 and healthy["Log"][-1]["Output"] == "fine\n"
     finally:
         call(target, name=name, state="absent", store=store, force_kill=True)
+
+
+def test_volume_commands(lab, lab_inventory):
+    import subprocess
+    import sys
+    name = "fleet-test-vol-" + uuid.uuid4().hex[:6]
+
+    def fleet(*args):
+        proc = subprocess.run([sys.executable, "-m", "fleet", "volume", args[0], "-i",
+                               lab_inventory, *args[1:]],
+                              capture_output=True, text=True, timeout=60)
+        return proc.returncode, proc.stdout
+
+    try:
+        code, _ = fleet("create", "all", name, "-o", "json")
+        assert code == 0
+        code, out = fleet("ls", "all", "-o", "json")
+        hosts = json.loads(out)["hosts"]
+        assert all(any(v["Name"] == name for v in h["volumes"]) for h in hosts)
+    finally:
+        code, out = fleet("rm", "all", name, "-o", "json")
+    assert code == 0 and all(h["changed"] for h in json.loads(out)["hosts"])

@@ -1,0 +1,71 @@
+"""Named volumes: STORE/volumes/NAME/_data, as Docker lays them out.
+
+A volume is made on first use by a container (run.prepare_volumes) or by the volume
+module; it outlives the containers that use it and goes only when removed, never while a
+container uses it unless forced. Anonymous volumes (a 64-hex name) belong to their
+container and go with it.
+"""
+
+import os
+import shutil
+
+from agent_payload.runtime import containers, spec
+from agent_payload.runtime.run import volume_path
+
+
+class VolumeError(Exception):
+    """A volume operation failed (one line naming the volume)."""
+
+
+def data_path(store, name):
+    """The directory containers see of volume ``name``."""
+    return volume_path(store.root, name)
+
+
+def _check_name(name):
+    try:
+        spec.parse_volume(f"{name}:/check")
+    except spec.SpecError:
+        raise VolumeError(f"{name!r} is not a volume name ([a-zA-Z0-9][a-zA-Z0-9_.-]+)") \
+            from None
+
+
+def users(store, name):
+    """Names of the containers whose mounts include volume ``name``."""
+    return sorted(config["name"] for _, config in containers.list_all(store)
+                  if any(m.get("volume") == name for m in config.get("mounts") or []))
+
+
+def describe(store, name):
+    """The volume as docker volume inspect shows it (plus UsedBy)."""
+    return {"Name": name, "Driver": "local", "Mountpoint": data_path(store, name),
+            "Scope": "local", "UsedBy": users(store, name)}
+
+
+def create(store, name):
+    """Make the volume; False when it exists already."""
+    _check_name(name)
+    path = data_path(store, name)
+    if os.path.isdir(path):
+        return False
+    os.makedirs(path, mode=0o755)
+    return True
+
+
+def remove(store, name, force=False):
+    """Remove the volume and its data; False when there is none."""
+    _check_name(name)
+    if not os.path.isdir(os.path.dirname(data_path(store, name))):
+        return False
+    using = users(store, name)
+    if using and not force:
+        raise VolumeError(f"volume {name} is in use by {', '.join(using)} (force removes it)")
+    shutil.rmtree(os.path.dirname(data_path(store, name)))
+    return True
+
+
+def list_volumes(store):
+    """Every volume on the host, anonymous ones included."""
+    base = os.path.join(store.root, "volumes")
+    names = sorted(os.listdir(base)) if os.path.isdir(base) else []
+    return [describe(store, name) for name in names]
