@@ -7,6 +7,7 @@ import uuid
 
 import pytest
 
+from agent_payload.runtime.spec import MASKED_PATHS, READONLY_PATHS
 from fleet.transport.session import Session
 from tests.integration.conftest import LAB_MARKS
 from tests.integration.helpers import lab_targets, ssh_run
@@ -126,11 +127,21 @@ def test_container_commands(lab, lab_inventory, host):
         assert shown.stdout == "up\n", shown
         refused = fleet("rm", host_name, name)
         assert refused.returncode == 1 and "stop it first" in refused.stderr
+        # the container's own writes: seen by exec, kept through stop and start
+        assert fleet("exec", host_name, name, "sh", "-c", "echo kept > /root/mark").returncode == 0
         assert fleet("stop", "-t", "2", host_name, name).returncode == 0
         inspected = json.loads(fleet("inspect", host_name, name).stdout)[0]
         assert inspected["State"]["ExitCode"] == 143 and not inspected["State"]["Running"]
         assert fleet("start", host_name, name).returncode == 0
         assert json.loads(fleet("inspect", host_name, name).stdout)[0]["State"]["Running"]
+        assert fleet("exec", host_name, name, "cat", "/root/mark").stdout == "kept\n"
+        # its mounts are its own: nothing of the host's tree shows through
+        mounts = fleet("exec", host_name, name, "cat", "/proc/self/mountinfo").stdout
+        points = {line.split()[4] for line in mounts.splitlines()}
+        expected = {"/", "/proc", "/sys", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue",
+                    "/etc/hostname", "/etc/hosts", "/etc/resolv.conf"} | set(
+            MASKED_PATHS) | set(READONLY_PATHS)
+        assert "/" in points and points <= expected, points - expected
         # exec: the same PID namespace and filesystem, Docker's capabilities, exit codes
         inside = fleet("exec", "-e", "X=1", host_name, name, "sh", "-c",
                        "echo $X; cat /proc/1/cmdline | tr '\\0' ' '; echo; "
