@@ -10,9 +10,15 @@ payload on a lab host vs runc, crun and podman on this machine, same rootfs.
   with /sys/fs/cgroup/unified unmounted (shared/PEERS.md).
 - podman run --rm --network none, with the bench's own storage (pull_bench's set-up).
 
-Milliseconds per container, median of the runs. Writes a section of bench/RESULTS.md.
+Milliseconds per container, median of the runs.
 
-Usage (as root): python3 bench/run_bench.py [--runs 50]
+Density: N detached `sleep` containers on one lab host through the container module, and
+the memory of what supervises each (proportional set size from /proc/PID/smaps_rollup)
+next to podman's conmon, measured the same way for N `podman run -d` containers.
+
+Writes a section of bench/RESULTS.md.
+
+Usage (as root): python3 bench/run_bench.py [--runs 50] [--density 100]
 """
 
 import argparse
@@ -60,6 +66,57 @@ def fleet_session(inventory, host, image, runs):
     return [_ms(t) for t in times[1:]]  # the first call also imports the runtime
 
 
+def _pss_kib(pids_text):
+    return [int(v) for v in pids_text.split() if v.isdigit()]
+
+
+def fleet_density(inventory, host, address, image, count):
+    """PSS (KiB) of each supervisor of ``count`` detached sleep containers on ``host``."""
+    from fleet.inventory import load_inventory
+    from fleet.transport.session import Session
+    from fleet.transport.targets import target_for
+    session = Session.open(target_for(load_inventory(inventory), host, 10.0))
+    names = [f"fleet-bench-density-{i}" for i in range(count)]
+    try:
+        for name in names:
+            result = session.call("container", {"name": name, "image": image,
+                                                "command": ["sleep", "3600"]}, timeout=60)
+            if result.get("failed"):
+                raise SystemExit(f"fleet container failed: {result}")
+        time.sleep(1)
+        script = ("for d in /var/lib/fleet/containers/*; do "
+                  "p=$(sed 's/.*\"supervisor\":\\([0-9]*\\).*/\\1/' $d/state.json); "
+                  "awk '/^Pss:/{print $2}' /proc/$p/smaps_rollup; done")
+        out = subprocess.run(["ssh", "-i", str(LAB / "client_key"), "-o",
+                              f"UserKnownHostsFile={LAB / 'known_hosts'}", f"root@{address}",
+                              script], check=True, capture_output=True, text=True).stdout
+        return _pss_kib(out)
+    finally:
+        for name in names:
+            session.call("container", {"name": name, "state": "absent", "force_kill": True},
+                         timeout=60)
+        session.close()
+
+
+def conmon_density(podman, image, count):
+    """PSS (KiB) of each conmon of ``count`` `podman run -d` sleep containers."""
+    try:
+        for _ in range(count):
+            subprocess.run(podman + ["run", "-d", "--network", "none", image, "sleep", "3600"],
+                           check=True, stdout=subprocess.DEVNULL)
+        time.sleep(1)
+        pids = subprocess.run(["pgrep", "-x", "conmon"], capture_output=True,
+                              text=True).stdout.split()
+        values = []
+        for pid in pids:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    values.append(int(line.split()[1]))
+        return values
+    finally:
+        subprocess.run(podman + ["rm", "-f", "-a", "-t", "0"], capture_output=True)
+
+
 def timed_each(argv_for, runs):
     times = []
     for i in range(runs):
@@ -104,6 +161,7 @@ def crun_times(bundle, runs):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--density", type=int, default=100)
     args = parser.parse_args()
     precompile()
     fleet = fleet_bin()
@@ -114,6 +172,9 @@ def main():
     image, host = f"{registry}/busybox:latest", "lab01"
     subprocess.run([fleet, "pull", "-i", inventory, host, image], check=True,
                    stdout=subprocess.DEVNULL)
+    address = (LAB / "inventory.ini").read_text().split(f"{host} ansible_host=")[1].split()[0]
+    density = {"fleet supervisor": fleet_density(inventory, host, address, image,
+                                                 args.density)}
     results = {"fleet (open session)": fleet_session(inventory, host, image, args.runs),
                "fleet run --rm": timed_each(
                    lambda i: [fleet, "run", "--rm", "-i", inventory, host, image, "true"],
@@ -132,6 +193,7 @@ def main():
             results["podman run --rm --network none"] = timed_each(
                 lambda i: podman + ["run", "--rm", "--network", "none", image, "true"],
                 max(5, args.runs // 5))
+            density["podman conmon"] = conmon_density(podman, image, args.density)
     finally:
         if shutil.which("podman"):
             subprocess.run(["podman", "rmi", "-af"], capture_output=True)
@@ -157,6 +219,11 @@ def main():
         notes.append(f"fleet is {podman_ms / fleet_ms:.1f}x faster than podman (bar 3x)")
     notes.append(f"fleet / runc {fleet_ms / medians['runc run']:.2f}x (bar: within 2x)")
     lines.append("; ".join(notes) + ".")
+    lines += ["", f"Density: {args.density} detached `sleep 3600` containers; proportional set "
+              "size per container of what supervises it, KiB (median).", "",
+              "| " + " | ".join(density) + " |", "|" + "---|" * len(density),
+              "| " + " | ".join(f"{statistics.median(v):.0f}" if v else "-"
+                                for v in density.values()) + " |"]
     print("\n".join(lines))
     replace_section("## Containers: create", lines)
 
