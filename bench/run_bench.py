@@ -71,7 +71,8 @@ def _pss_kib(pids_text):
 
 
 def fleet_density(inventory, host, address, image, count):
-    """PSS (KiB) of each supervisor of ``count`` detached sleep containers on ``host``."""
+    """PSS (KiB) per container of what supervises ``count`` detached sleep containers on
+    ``host``: the monitor(s) named in their state, divided by the containers."""
     from fleet.inventory import load_inventory
     from fleet.transport.session import Session
     from fleet.transport.targets import target_for
@@ -84,13 +85,13 @@ def fleet_density(inventory, host, address, image, count):
             if result.get("failed"):
                 raise SystemExit(f"fleet container failed: {result}")
         time.sleep(1)
-        script = ("for d in /var/lib/fleet/containers/*; do "
-                  "p=$(sed 's/.*\"supervisor\":\\([0-9]*\\).*/\\1/' $d/state.json); "
+        script = ("for p in $(cat /var/lib/fleet/containers/*/state.json | "
+                  "grep -o '\"supervisor\":[0-9]*' | cut -d: -f2 | sort -u); do "
                   "awk '/^Pss:/{print $2}' /proc/$p/smaps_rollup; done")
         out = subprocess.run(["ssh", "-i", str(LAB / "client_key"), "-o",
                               f"UserKnownHostsFile={LAB / 'known_hosts'}", f"root@{address}",
                               script], check=True, capture_output=True, text=True).stdout
-        return _pss_kib(out)
+        return [sum(_pss_kib(out)) / count]
     finally:
         for name in names:
             session.call("container", {"name": name, "state": "absent", "force_kill": True},
@@ -173,7 +174,7 @@ def main():
     subprocess.run([fleet, "pull", "-i", inventory, host, image], check=True,
                    stdout=subprocess.DEVNULL)
     address = (LAB / "inventory.ini").read_text().split(f"{host} ansible_host=")[1].split()[0]
-    density = {"fleet supervisor": fleet_density(inventory, host, address, image,
+    density = {"fleet monitor (per container)": fleet_density(inventory, host, address, image,
                                                  args.density)}
     results = {"fleet (open session)": fleet_session(inventory, host, image, args.runs),
                "fleet run --rm": timed_each(

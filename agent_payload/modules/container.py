@@ -21,9 +21,9 @@ Options (besides those of container_run, which this module shares):
 
 Idempotent: an existing container whose options equal the ones given is left as it is
 (started if asked); any difference (an option added, changed or removed) recreates it,
-and --diff shows the differences. Each container is supervised by a process forked from
-the host's zygote, so it keeps running when the SSH session ends; its output goes to
-container.log as Docker's json-file driver writes it.
+and --diff shows the differences. The host's monitor (one daemon for all containers,
+runtime/monitor.py) starts and watches it, so it keeps running when the SSH session
+ends; its output goes to container.log as Docker's json-file driver writes it.
 
 Returns ``container``: the container as docker inspect shows it.
 """

@@ -1,4 +1,4 @@
-"""Detached containers in the store: create, start (through the zygote's supervisors),
+"""Detached containers in the store: create, start (through the host's monitor),
 stop, remove, and inspect them as Docker shows them.
 
 A container is the directory STORE/containers/ID: config.json (the launcher's plan plus
@@ -15,7 +15,7 @@ import signal
 import time
 
 from agent_payload import cgroups
-from agent_payload.runtime import health, spec, supervise, zygote
+from agent_payload.runtime import health, monitor, spec, supervise
 from agent_payload.runtime import run as runner
 from agent_payload.runtime.supervise import read_json, update_state
 
@@ -132,8 +132,8 @@ def start(directory, version, python=None, wait=10.0):
     if os.path.exists(stop_file):
         os.unlink(stop_file)
     update_state(directory, status="starting")
-    path = zygote.ensure(version, runner.payload_root(), python)
-    zygote.start_supervisor(path, directory)
+    path = monitor.ensure(version, runner.payload_root(), python)
+    monitor.start_container(path, directory)
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         if not os.path.isdir(directory):
