@@ -121,7 +121,7 @@ def _converge(store, params, ctx):
         directory = containers.create(store, name, params["image"], wanted)
         found = (directory, containers.find(store, name)[1])
     directory, config = found
-    current = containers.state(directory)
+    current = containers.state(directory, ctx.payload_info.get("version"))
     running = current.get("status") in ("running", "restarting")
     if wanted_state == "started" and not running:
         result["changed"] = True

@@ -109,13 +109,19 @@ def _alive(pid):
     return True
 
 
-def state(directory):
-    """The container's state.json, checked against the processes it names."""
+def state(directory, version=None):
+    """The container's state.json, checked against the processes it names. A container
+    whose monitor died is taken up by a new one when ``version`` (the payload's) is
+    given and its PID 1 still runs; else it is marked exited, its code unknown (-1)."""
     current = read_json(os.path.join(directory, supervise.STATE), {}) or {}
     if current.get("status") in ("running", "restarting") and not _alive(
             current.get("supervisor")):
         if _alive(current.get("pid")):
             current = update_state(directory, error="supervisor lost")
+            if version is not None:
+                path = monitor.ensure(version, runner.payload_root())
+                monitor.start_container(path, directory, op="adopt")
+                current = read_json(os.path.join(directory, supervise.STATE), {}) or {}
         else:
             current = update_state(directory, status="exited", running=False, pid=0,
                                    exit_code=-1, error="supervisor lost",

@@ -85,11 +85,12 @@ def ensure(version, payload_dir, python=None, wait=5.0):
             time.sleep(0.02)
 
 
-def start_container(path, directory):
-    """Ask the monitor at ``path`` to start the container in ``directory``."""
-    answer = _request(path, {"op": "start", "dir": directory})
+def start_container(path, directory, op="start"):
+    """Ask the monitor at ``path`` to start the container in ``directory`` (or, with
+    op="adopt", to take up watching it: its monitor died and its PID 1 still runs)."""
+    answer = _request(path, {"op": op, "dir": directory})
     if not answer.get("ok"):
-        raise OSError(answer.get("error") or "the monitor did not start the container")
+        raise OSError(answer.get("error") or f"the monitor did not {op} the container")
 
 
 class Watched:
@@ -118,6 +119,7 @@ class Watched:
         self.backoff = supervise.BACKOFF_START
         self.restart_at = None
         self.started = None
+        self.adopted = False  # its PID 1 is not our child: we see it end, not its code
 
     def _fifos(self):
         """(read ends for us, read-write ends for PID 1) of the stdout and stderr FIFOs."""
@@ -157,6 +159,32 @@ class Watched:
                      supervisor=os.getpid(), restarting=False, **fields)
         return True
 
+    def adopt(self, pid):
+        """Watch a running container whose monitor died: read on from its FIFOs."""
+        self.pid, self.adopted, self.started = pid, True, time.monotonic()
+        ours = []
+        for name in FIFOS:
+            ours.append(os.open(os.path.join(self.directory, name + ".fifo"),
+                                os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC))
+        self.readers = dict(zip(ours, FIFOS))
+        if self.checker is not None:
+            self.checker.reset()
+        update_state(self.directory, supervisor=os.getpid(), error="")
+
+    def gone(self):
+        """For an adopted container: True once its PID 1 has ended."""
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        try:  # a zombie still answers kill(): look at its state
+            with open(f"/proc/{self.pid}/stat") as handle:
+                return handle.read().rsplit(")", 1)[1].split()[0] == "Z"
+        except OSError:
+            return True
+
     def read(self, fd):
         """Move what the container wrote on ``fd`` into its log."""
         try:
@@ -182,12 +210,14 @@ class Watched:
         self.log.flush()
 
     def exited(self, status):
-        """PID 1 ended: record it; return the monotonic time to restart at, or None."""
+        """PID 1 ended (``status`` None: an adopted one, its code unknown, -1): record
+        it; return the monotonic time to restart at, or None."""
         self.pid = None
+        self.adopted = False
         self.close_readers()
         if self.checker is not None:
             self.checker.running = None
-        code = launch.exit_code(status)
+        code = -1 if status is None else launch.exit_code(status)
         oom = self.cgroup is not None and self.cgroup.oom_kills() > 0
         update_state(self.directory, status="exited", running=False, pid=0, exit_code=code,
                      oom_killed=oom, finished_at=now())
@@ -259,6 +289,18 @@ class Monitor:
                     os.close(fd)
                     watched.check_fd = None
 
+    def adopt(self, directory):
+        """Take up a running container whose monitor died."""
+        if directory in self.watched:
+            return
+        state = supervise.read_json(os.path.join(directory, supervise.STATE), {}) or {}
+        if not state.get("pid"):
+            raise OSError("the container is not running")
+        watched = Watched(directory)
+        watched.adopt(state["pid"])
+        self.watched[directory] = watched
+        self._watch_fds(watched)
+
     def start(self, directory):
         """Start the container in ``directory`` (not already watched)."""
         watched = self.watched.get(directory)
@@ -291,6 +333,11 @@ class Monitor:
         """Restarts and healthchecks that are due; the milliseconds until the next."""
         wait = 1000
         for watched in list(self.watched.values()):
+            if watched.adopted and watched.gone():
+                self._forget_fds(watched)
+                if watched.exited(None) is None:
+                    del self.watched[watched.directory]
+                continue
             if watched.restart_at is not None:
                 left = watched.restart_at - time.monotonic()
                 if left <= 0:
@@ -326,9 +373,12 @@ class Monitor:
             except (OSError, ValueError):
                 return
             reply = {"ok": True}
-            if request.get("op") == "start":
+            if request.get("op") in ("start", "adopt"):
                 try:
-                    self.start(request["dir"])
+                    if request["op"] == "start":
+                        self.start(request["dir"])
+                    else:
+                        self.adopt(request["dir"])
                 except Exception as exc:  # one container's trouble must not stop the rest
                     reply = {"error": f"{type(exc).__name__}: {exc}"}
             try:

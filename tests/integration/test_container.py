@@ -216,3 +216,34 @@ def test_volume_commands(lab, lab_inventory):
     finally:
         code, out = fleet("rm", "all", name, "-o", "json")
     assert code == 0 and all(h["changed"] for h in json.loads(out)["hosts"])
+
+
+def test_a_killed_monitor_is_noticed_and_replaced(host):
+    target, store, parent, image, (config, address) = host
+    params = {"name": "fleet-test-orphan", "image": image, "store": store,
+              "cgroup_parent": parent, "init": True,
+              "command": ["sh", "-c", "i=0; while true; do echo tick $i; i=$((i+1)); "
+                                      "sleep 0.1; done"]}
+    first = call(target, **params)
+    assert first["container"]["State"]["Running"], first
+    log_path = first["container"]["LogPath"]
+    state_path = log_path.replace("container.log", "state.json")
+    monitor = json.loads(ssh_run(config, address, f"cat {state_path}"))["supervisor"]
+    try:
+        ssh_run(config, address, f"kill -9 {monitor}")
+        time.sleep(0.3)
+        again = call(target, **params)  # the next call notices, and a new monitor takes over
+        assert again["changed"] is False and again["container"]["State"]["Running"], again
+        shown = json.loads(ssh_run(config, address, f"cat {state_path}"))
+        assert shown["supervisor"] not in (0, monitor), shown
+        before = int(ssh_run(config, address, f"wc -l < {log_path}"))
+        time.sleep(0.6)
+        after = int(ssh_run(config, address, f"wc -l < {log_path}"))
+        assert after > before, (before, after)  # the output flows on through its FIFO
+        stopped = call(target, **dict(params, state="stopped", stop_timeout=5))
+        assert not stopped["container"]["State"]["Running"], stopped
+        assert stopped["container"]["State"]["ExitCode"] == -1  # not our child: unknown
+    finally:
+        call(target, name="fleet-test-orphan", state="absent", store=store, force_kill=True)
+    left = ssh_run(config, address, "pgrep -f 'tick [$]i' | wc -l")
+    assert left.strip() == "0"
