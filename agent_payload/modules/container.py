@@ -17,6 +17,9 @@ Options (besides those of container_run, which this module shares):
       shell), interval, timeout, start_period (durations: 30s, 1m30s), retries,
       disable}; the image's Healthcheck by default. Reported in State.Health.
   recreate: remove and create it again even when nothing differs.
+  pull: missing (default: pull the image when the store lacks it), always (ask the
+      registry; a new image recreates the container), or never; with the image module's
+      registry_auth, insecure_registries and ca_file.
   force_kill: with state=absent or stopped, kill at once instead of stopping.
 
 Idempotent: an existing container whose options equal the ones given is left as it is
@@ -28,6 +31,8 @@ ends; its output goes to container.log as Docker's json-file driver writes it.
 Returns ``container``: the container as docker inspect shows it.
 """
 
+from agent_payload import argspec
+from agent_payload.modules import image as image_module
 from agent_payload.modules.container_run import CONTAINER_OPTIONS
 from agent_payload.oci.store import Store, StoreError
 from agent_payload.runtime import containers
@@ -47,9 +52,13 @@ ARGUMENT_SPEC = dict(
     healthcheck={"type": "dict"},
     recreate={"type": "bool", "default": False},
     force_kill={"type": "bool", "default": False},
+    pull={"type": "str", "default": "missing", "choices": ["missing", "always", "never"]},
+    **{key: image_module.ARGUMENT_SPEC[key]
+       for key in ("registry_auth", "insecure_registries", "ca_file")},
 )
 # What the container is made from; the rest only says what to do with it.
-_ACTIONS = ("name", "state", "store", "recreate", "force_kill", "stop_timeout")
+_ACTIONS = ("name", "state", "store", "recreate", "force_kill", "stop_timeout", "pull",
+            "registry_auth", "insecure_registries", "ca_file")
 
 
 def _wanted(params):
@@ -96,6 +105,18 @@ def _converge(store, params, ctx):
                     containers.stop(found[0], found[1], timeout)
                 containers.remove(found[0], found[1], force=True)
         return result
+    if params.get("image") and params["pull"] != "never" and (
+            params["pull"] == "always" or store.find_image(params["image"]) is None):
+        wanted_image = {"name": params["image"], "pull": params["pull"],
+                        "store": params["store"],
+                        "insecure_registries": params["insecure_registries"]}
+        for key in ("registry_auth", "ca_file"):
+            if params.get(key) is not None:
+                wanted_image[key] = params[key]
+        pulled = image_module.run(argspec.validate(image_module.ARGUMENT_SPEC, wanted_image),
+                                  ctx)
+        if pulled.get("failed"):
+            raise ContainerError(pulled.get("msg"))
     if not params.get("image"):
         if found is None:
             raise ContainerError("no such container (give image to create it)")
@@ -104,6 +125,10 @@ def _converge(store, params, ctx):
         wanted = _wanted(params)
     if found is not None and params.get("image"):
         differences = _differences(found[1].get("options") or {}, wanted)
+        record = store.find_image(params["image"])
+        if record is not None and record["id"] != found[1].get("image_id"):
+            differences["image_id"] = {"before": found[1].get("image_id"),
+                                       "after": record["id"]}
         if differences or params["recreate"]:
             result.update(changed=True)
             if ctx.diff_mode:

@@ -247,3 +247,19 @@ def test_a_killed_monitor_is_noticed_and_replaced(host):
         call(target, name="fleet-test-orphan", state="absent", store=store, force_kill=True)
     left = ssh_run(config, address, "pgrep -f 'tick [$]i' | wc -l")
     assert left.strip() == "0"
+
+
+def test_the_image_is_pulled_when_missing(lab, host):
+    target, store, parent, image, _ = host
+    plain = next(r for r in lab[1].registries if r["name"] == "plain")["address"]
+    other = f"{plain}/busybox:oci"  # not in this test's store yet
+    try:
+        made = call(target, name="fleet-test-pulled", image=other, store=store,
+                    cgroup_parent=parent, command=["true"], insecure_registries=[plain])
+        assert made["changed"] and not made["failed"], made
+        assert made["container"]["Config"]["Image"] == other
+        refused = call(target, name="fleet-test-nopull", image=f"{plain}/layers:latest",
+                       store=store, pull="never", command=["true"])
+        assert refused["failed"] and "is not present" in refused["msg"], refused
+    finally:
+        call(target, name="fleet-test-pulled", state="absent", store=store)
