@@ -17,9 +17,11 @@ outside the container's cgroup.
 """
 
 import _signal as signal  # the signal module itself imports enum: milliseconds per start
+import fcntl
 import os
 import resource
 import sys
+import termios
 import warnings  # noqa: F401 - os.execvpe imports it, and after pivot_root nothing can be
 
 from agent_payload import jsonwire, syscalls
@@ -210,6 +212,9 @@ def _exec_child(plan, fds, error_w):
     try:
         program = None if plan.get("privileged") else seccomp.build_filter(
             plan["capabilities"])
+        if plan.get("tty"):
+            os.setsid()  # a session of its own, with the pty on fd 0 as its terminal
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
         for procs in plan.get("cgroup_procs") or []:
             with open(procs, "w") as handle:
                 handle.write("0")

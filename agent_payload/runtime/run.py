@@ -191,16 +191,22 @@ def write_dir(plan, host_resolv="/etc/resolv.conf"):
     return directory
 
 
-def _spawn(plan, cgroup):
+def _spawn(plan, cgroup, terminal=None):
+    """Start the launcher; (pid, events fd, stdout fd, stderr fd). With ``terminal`` (a
+    pty's slave side) that is its stdin, stdout and stderr, and no output pipes."""
     plan = dict(plan, cgroup_procs=cgroup.procs_files if cgroup is not None else [])
     plan_r, plan_w = (_high_fd(fd) for fd in os.pipe())
     events_r, events_w = (_high_fd(fd) for fd in os.pipe())
-    out_r, out_w = (_high_fd(fd) for fd in os.pipe())
-    err_r, err_w = (_high_fd(fd) for fd in os.pipe())
+    if terminal is None:
+        out_r, out_w = (_high_fd(fd) for fd in os.pipe())
+        err_r, err_w = (_high_fd(fd) for fd in os.pipe())
+        stdio = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                 (os.POSIX_SPAWN_DUP2, out_w, 1), (os.POSIX_SPAWN_DUP2, err_w, 2)]
+    else:
+        out_r = out_w = err_r = err_w = None
+        stdio = [(os.POSIX_SPAWN_DUP2, terminal, fd) for fd in (0, 1, 2)]
     payload_dir = payload_root()
-    actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-               (os.POSIX_SPAWN_DUP2, out_w, 1), (os.POSIX_SPAWN_DUP2, err_w, 2),
-               (os.POSIX_SPAWN_DUP2, plan_r, 3), (os.POSIX_SPAWN_DUP2, events_w, 4)]
+    actions = stdio + [(os.POSIX_SPAWN_DUP2, plan_r, 3), (os.POSIX_SPAWN_DUP2, events_w, 4)]
     try:
         pid = os.posix_spawn(sys.executable, [sys.executable, "-I", "-S", "-c", _LAUNCH,
                                               payload_dir],
@@ -208,10 +214,12 @@ def _spawn(plan, cgroup):
                              file_actions=actions, setsid=True)
     except OSError as exc:
         for fd in (plan_r, plan_w, events_r, events_w, out_r, out_w, err_r, err_w):
-            os.close(fd)
+            if fd is not None:
+                os.close(fd)
         raise RunError(f"cannot start the launcher: {exc}") from None
     for fd in (plan_r, events_w, out_w, err_w):
-        os.close(fd)
+        if fd is not None:
+            os.close(fd)
     data = json.dumps(plan).encode()
     view = memoryview(data)
     while view:
@@ -294,10 +302,9 @@ def _launch_foreground(plan, cgroup):
     return exited[0], stdout, stderr
 
 
-def exec_in(store, directory, config, pid, options):
-    """Run a command in the running container (directory, config) whose PID 1 is ``pid``,
-    as docker exec does: its namespaces, cgroup, capabilities and seccomp filter, the
-    container's user unless ``user`` is given. Returns rc, stdout, stderr."""
+def exec_plan(store, config, pid, options):
+    """The launcher's plan for a command in the running container (config) whose PID 1
+    is ``pid``: its user unless ``user`` is given, its env plus ``env``."""
     record = store.find_image(config.get("image_id") or "")
     lower_dirs = config.get("lower_dirs") or []
     user = options.get("user")
@@ -317,11 +324,29 @@ def exec_in(store, directory, config, pid, options):
             "groups": groups, "working_dir": options.get("working_dir")
             or config.get("working_dir") or "/",
             "capabilities": config["capabilities"], "privileged": config.get("privileged"),
-            "no_new_privileges": config.get("no_new_privileges")}
-    group = None
-    if config.get("cgroup"):
-        group = cgroups.open_driver().cgroup(config["cgroup"]["parent"],
-                                             config["cgroup"]["name"])
-    code, stdout, stderr = _launch_foreground(plan, group)
+            "no_new_privileges": config.get("no_new_privileges"),
+            "tty": bool(options.get("tty"))}
+    return plan
+
+
+def _cgroup_of(config):
+    if not config.get("cgroup"):
+        return None
+    return cgroups.open_driver().cgroup(config["cgroup"]["parent"], config["cgroup"]["name"])
+
+
+def exec_in(store, config, pid, options):
+    """Run a command in the running container, as docker exec does (its namespaces,
+    cgroup, capabilities and seccomp filter); return rc, stdout, stderr."""
+    code, stdout, stderr = _launch_foreground(exec_plan(store, config, pid, options),
+                                              _cgroup_of(config))
     return {"rc": code, "stdout": stdout.decode("utf-8", "replace"),
             "stderr": stderr.decode("utf-8", "replace")}
+
+
+def start_exec_on_terminal(store, config, pid, options, terminal):
+    """Start a command in the container on pty slave ``terminal`` (its controlling
+    terminal); return (launcher pid, events fd) for the caller to pump and wait on."""
+    launcher, events_r, _, _ = _spawn(exec_plan(store, config, pid, dict(options, tty=True)),
+                                      _cgroup_of(config), terminal)
+    return launcher, events_r

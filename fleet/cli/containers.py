@@ -163,10 +163,12 @@ rm = _lifecycle("absent", "rm", [click.option(
               help="Set a variable (repeatable).")
 @click.option("-u", "--user", default=None, help="name, uid, name:group or uid:gid.")
 @click.option("-w", "--workdir", default=None, help="Working directory in the container.")
+@click.option("-t", "--tty", is_flag=True,
+              help="An interactive terminal: your keyboard in, the terminal's screen out.")
 @click.argument("host")
 @click.argument("name")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-def exec_command(inventory_path, env, user, workdir, host, name, command):
+def exec_command(inventory_path, env, user, workdir, tty, host, name, command):
     """Run COMMAND in the running container NAME on HOST (its namespaces, cgroup,
     capabilities and user); print its output and exit with its exit code. Options go
     before HOST.
@@ -185,6 +187,19 @@ def exec_command(inventory_path, env, user, workdir, host, name, command):
         params["user"] = user
     if workdir is not None:
         params["working_dir"] = workdir
+    if tty:
+        from fleet.terminal import interactive
+        try:
+            rc = interactive(inventory, _host(inventory, inventory_path, host),
+                             "container_exec", params)
+        except (TransportError, RequestError) as exc:
+            click.echo(f"fleet exec: {host}: {exc}", err=True)
+            sys.exit(EXIT_NOT_RUN)
+        except RuntimeError as exc:  # the module failed: its one-line reason
+            click.echo(f"fleet exec: {host}: {exc}", err=True)
+            sys.exit(EXIT_NOT_FOUND if "executable file not found" in str(exc)
+                     else EXIT_NOT_RUN)
+        sys.exit(rc if rc >= 0 else 128 - rc)
     try:
         result = on_host(inventory, _host(inventory, inventory_path, host), "container_exec",
                          params)

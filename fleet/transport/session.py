@@ -82,6 +82,11 @@ class Request:
         """End this request's input stream."""
         self.session._send(protocol.encode(protocol.EOF, self.id))
 
+    def resize(self, rows, cols):
+        """Tell the payload the terminal behind this request is now rows x cols."""
+        self.session._send(protocol.encode_msg(self.id, {"op": "resize", "rows": rows,
+                                                         "cols": cols}))
+
     def cancel(self):
         """Ask the payload to stop this request (its result then says cancelled)."""
         try:

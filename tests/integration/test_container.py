@@ -263,3 +263,46 @@ def test_the_image_is_pulled_when_missing(lab, host):
         assert refused["failed"] and "is not present" in refused["msg"], refused
     finally:
         call(target, name="fleet-test-pulled", state="absent", store=store)
+
+
+def test_exec_with_a_terminal(lab, lab_inventory, host):
+    import os
+    import pty
+    import select
+    import sys
+    target, store, parent, image, (config, address) = host
+    host_name = next(h.name for h in lab[1].hosts if h.address == address)
+    name = "fleet-test-tty-" + uuid.uuid4().hex[:6]
+    # the CLI works on the default store (pulled there by another test's CLI call, maybe
+    # not): the container module pulls what is missing
+    plain = next(r for r in lab[1].registries if r["name"] == "plain")["address"]
+    made = call(target, name=name, image=image, command=["sleep", "60"],
+                insecure_registries=[plain])
+    assert not made["failed"], made
+    try:
+        pid, fd = pty.fork()
+        if pid == 0:
+            os.execv(sys.executable, [sys.executable, "-m", "fleet", "exec", "-t", "-i",
+                                      lab_inventory, host_name, name, "sh"])
+        output = b""
+        sent = False
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.2)
+            if not ready:
+                continue
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            output += chunk
+            if not sent and b"# " in output:  # the shell's prompt: it is listening
+                os.write(fd, b"[ -t 0 ] && echo is-a-tty; echo hi-$((1+2)); exit 5\n")
+                sent = True
+        _, status = os.waitpid(pid, 0)
+        assert b"is-a-tty" in output and b"hi-3" in output, output
+        assert os.WEXITSTATUS(status) == 5
+    finally:
+        call(target, name=name, state="absent", force_kill=True)
