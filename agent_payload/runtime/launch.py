@@ -59,10 +59,15 @@ def _rlimits(limits):
 
 
 def _become(plan, program):
-    """Hostname, rlimits, capabilities, seccomp and user, in an order where each step
-    still holds the privilege it needs."""
+    """Hostname and rlimits, then the container's privileges."""
     S.sethostname(plan["hostname"])
     _rlimits(plan.get("rlimits"))
+    _drop_privileges(plan, program)
+
+
+def _drop_privileges(plan, program):
+    """Capabilities, seccomp and user, in an order where each step still holds the
+    privilege it needs."""
     names = plan["capabilities"]
     caps.drop_bounding(names)  # needs CAP_SETPCAP, which root still has here
     S.prctl(PR_SET_KEEPCAPS, 1, label="PR_SET_KEEPCAPS")  # permitted set survives setuid
@@ -105,6 +110,26 @@ def _forward(pid, signum):
         pass
 
 
+def _exec(plan):
+    """chdir to the working dir and exec the command with the plan's environment."""
+    os.chdir(plan.get("working_dir") or "/")
+    argv = plan["argv"]
+    environ = dict(item.split("=", 1) for item in plan["env"])
+    try:
+        os.execvpe(argv[0], argv, environ)
+    except FileNotFoundError:
+        raise OSError(f'exec: "{argv[0]}": executable file not found in $PATH') from None
+
+
+def _fail(error_w, exc):
+    """Report why the process could not become the command (one line), and end it."""
+    message = str(exc) or type(exc).__name__
+    try:
+        os.write(error_w, message.encode("utf-8", "replace")[:4000])
+    finally:
+        os._exit(EXEC_FAILED)
+
+
 def _child(plan, error_w):
     """The container's PID 1: its cgroup and namespaces, its root, then exec."""
     try:
@@ -126,19 +151,9 @@ def _child(plan, error_w):
             if command_pid:
                 os.close(error_w)  # the command's copy reports a failed exec
                 _init(command_pid)
-        os.chdir(plan.get("working_dir") or "/")
-        argv, env = plan["argv"], plan["env"]
-        environ = dict(item.split("=", 1) for item in env)
-        try:
-            os.execvpe(argv[0], argv, environ)
-        except FileNotFoundError:
-            raise OSError(f'exec: "{argv[0]}": executable file not found in $PATH') from None
+        _exec(plan)
     except BaseException as exc:
-        message = str(exc) or type(exc).__name__
-        try:
-            os.write(error_w, message.encode("utf-8", "replace")[:4000])
-        finally:
-            os._exit(EXEC_FAILED)
+        _fail(error_w, exc)
 
 
 class LaunchError(Exception):
@@ -220,29 +235,10 @@ def _exec_child(plan, fds, error_w):
                 handle.write("0")
         for name, nstype in EXEC_NAMESPACES:
             S.setns(fds[name], nstype, name)
-        caps.drop_bounding(plan["capabilities"])
-        S.prctl(PR_SET_KEEPCAPS, 1, label="PR_SET_KEEPCAPS")
-        if program is not None:
-            S.seccomp_filter(program)
-        os.setgroups(plan.get("groups") or [])
-        os.setgid(plan["gid"])
-        os.setuid(plan["uid"])
-        if plan.get("no_new_privileges"):
-            S.prctl(S.PR_SET_NO_NEW_PRIVS, 1, label="PR_SET_NO_NEW_PRIVS")
-        caps.set_sets(plan["capabilities"], effective=plan["uid"] == 0)
-        os.chdir(plan.get("working_dir") or "/")
-        argv = plan["argv"]
-        environ = dict(item.split("=", 1) for item in plan["env"])
-        try:
-            os.execvpe(argv[0], argv, environ)
-        except FileNotFoundError:
-            raise OSError(f'exec: "{argv[0]}": executable file not found in $PATH') from None
+        _drop_privileges(plan, program)
+        _exec(plan)
     except BaseException as exc:
-        message = str(exc) or type(exc).__name__
-        try:
-            os.write(error_w, message.encode("utf-8", "replace")[:4000])
-        finally:
-            os._exit(EXEC_FAILED)
+        _fail(error_w, exc)
 
 
 def start_exec(plan, stdio=None):

@@ -43,21 +43,26 @@ def socket_path(version):
     return os.path.join(RUN_DIR, f"monitor-{version or 'dev'}.sock")
 
 
+def _receive(sock):
+    """One JSON line from ``sock``."""
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return jsonwire.loads(data.decode())
+
+
 def _request(path, message, timeout=10.0):
     client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     client.settimeout(timeout)
     try:
         client.connect(path)
         client.sendall((jsonwire.dumps(message) + "\n").encode())
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = client.recv(65536)
-            if not chunk:
-                break
-            data += chunk
+        return _receive(client)
     finally:
         client.close()
-    return jsonwire.loads(data.decode())
 
 
 def ensure(version, payload_dir, python=None, wait=5.0):
@@ -363,13 +368,7 @@ class Monitor:
         with conn:
             conn.settimeout(5.0)
             try:
-                data = b""
-                while not data.endswith(b"\n"):
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        break
-                    data += chunk
-                request = jsonwire.loads(data.decode())
+                request = _receive(conn)
             except (OSError, ValueError):
                 return
             reply = {"ok": True}

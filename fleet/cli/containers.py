@@ -177,7 +177,7 @@ def exec_command(inventory_path, env, user, workdir, tty, host, name, command):
     Example:
       fleet exec -i inventories/lab.ini lab01 greeter cat /etc/hostname
     """
-    from fleet.cli.run import EXIT_NOT_FOUND, EXIT_NOT_RUN, _env
+    from fleet.cli.run import _env, exit_as
     from fleet.containers import on_host
     from fleet.transport.session import RequestError
     from fleet.transport.ssh import TransportError
@@ -187,29 +187,17 @@ def exec_command(inventory_path, env, user, workdir, tty, host, name, command):
         params["user"] = user
     if workdir is not None:
         params["working_dir"] = workdir
+    host = _host(inventory, inventory_path, host)
     if tty:
         from fleet.terminal import interactive
         try:
-            rc = interactive(inventory, _host(inventory, inventory_path, host),
-                             "container_exec", params)
-        except (TransportError, RequestError) as exc:
-            click.echo(f"fleet exec: {host}: {exc}", err=True)
-            sys.exit(EXIT_NOT_RUN)
-        except RuntimeError as exc:  # the module failed: its one-line reason
-            click.echo(f"fleet exec: {host}: {exc}", err=True)
-            sys.exit(EXIT_NOT_FOUND if "executable file not found" in str(exc)
-                     else EXIT_NOT_RUN)
-        sys.exit(rc if rc >= 0 else 128 - rc)
+            exit_as("exec", host, interactive(inventory, host, "container_exec", params))
+        except (TransportError, RequestError, RuntimeError) as exc:
+            exit_as("exec", host, message=exc)
     try:
-        result = on_host(inventory, _host(inventory, inventory_path, host), "container_exec",
-                         params)
+        result = on_host(inventory, host, "container_exec", params)
     except (TransportError, RequestError) as exc:
-        click.echo(f"fleet exec: {host}: {exc}", err=True)
-        sys.exit(EXIT_NOT_RUN)
+        exit_as("exec", host, message=exc)
     sys.stdout.write(result.get("stdout", ""))
     sys.stderr.write(result.get("stderr", ""))
-    if "rc" not in result:
-        message = result.get("msg", "the command did not run")
-        click.echo(f"fleet exec: {host}: {message}", err=True)
-        sys.exit(EXIT_NOT_FOUND if "executable file not found" in message else EXIT_NOT_RUN)
-    sys.exit(result["rc"] if result["rc"] >= 0 else 128 - result["rc"])
+    exit_as("exec", host, result.get("rc"), result.get("msg", "the command did not run"))

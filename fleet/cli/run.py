@@ -10,6 +10,15 @@ from fleet.cli.common import inventory_option, load_inventory, output_option, pr
 EXIT_NOT_RUN, EXIT_NOT_FOUND = 125, 127
 
 
+def exit_as(verb, host, rc=None, message=None):
+    """Leave as docker run / exec do: the command's exit code (128 + N when signal N
+    ended it), 127 when the command is not in the image, 125 for anything else."""
+    if rc is not None:
+        sys.exit(rc if rc >= 0 else 128 - rc)
+    click.echo(f"fleet {verb}: {host}: {message}", err=True)
+    sys.exit(EXIT_NOT_FOUND if "executable file not found" in str(message) else EXIT_NOT_RUN)
+
+
 def _env(pairs):
     env = {}
     for pair in pairs:
@@ -113,19 +122,13 @@ def run(inventory_path, host, image, command, remove, detach, name, restart, env
     try:
         result = call_module(inventory, host, "container_run", params, timeout=10.0)
     except (TransportError, RequestError) as exc:
-        click.echo(f"fleet run: {host}: {exc}", err=True)
-        sys.exit(EXIT_NOT_RUN)
+        exit_as("run", host, message=exc)
     if output == "json":
         print_json({"host": host, **result})
     else:
         sys.stdout.write(result.get("stdout", ""))
         sys.stderr.write(result.get("stderr", ""))
-    if "rc" not in result:
-        message = result.get("msg", "the container did not run")
-        click.echo(f"fleet run: {host}: {message}", err=True)
-        sys.exit(EXIT_NOT_FOUND if "executable file not found" in message else EXIT_NOT_RUN)
-    rc = result["rc"]
-    sys.exit(rc if rc >= 0 else 128 - rc)
+    exit_as("run", host, result.get("rc"), result.get("msg", "the container did not run"))
 
 
 def _detached(inventory, host, params, name, restart, remove, output):
@@ -140,12 +143,9 @@ def _detached(inventory, host, params, name, restart, remove, output):
     try:
         result = call_module(inventory, host, "container", params, timeout=10.0)
     except (TransportError, RequestError) as exc:
-        click.echo(f"fleet run: {host}: {exc}", err=True)
-        sys.exit(EXIT_NOT_RUN)
+        exit_as("run", host, message=exc)
     if result.get("failed"):
-        click.echo(f"fleet run: {host}: {result.get('msg')}", err=True)
-        sys.exit(EXIT_NOT_FOUND if "executable file not found" in str(result.get("msg"))
-                 else EXIT_NOT_RUN)
+        exit_as("run", host, message=result.get("msg"))
     if output == "json":
         print_json({"host": host, **result})
     else:
