@@ -92,7 +92,8 @@ def test_restart_policy_and_bad_input(host):
         time.sleep(0.2)
     assert shown["State"]["ExitCode"] == 3
     call(target, name=name, state="absent", store=store)
-    missing = call(target, name="fleet-test-none", image="nope/nothing", store=store)
+    missing = call(target, name="fleet-test-none", image="nope/nothing", store=store,
+                   pull="never")
     assert missing["failed"] and "is not present" in missing["msg"], missing
     bad = call(target, name="fleet-test-bad", image=image, store=store,
                restart_policy="sometimes")
