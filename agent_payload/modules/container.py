@@ -6,7 +6,8 @@ Options (besides those of container_run, which this module shares):
       container. Without it, the states act on the existing container as it is (what
       `fleet start/stop/rm` do), and a missing container is an error.
   state: started (default: created if missing, and running), present (created),
-      stopped, or absent (stopped and removed with its anonymous volumes).
+      stopped, restarted (stopped if running, then started), or absent (stopped and
+      removed with its anonymous volumes).
   restart_policy: no (default), on-failure[:N], always, unless-stopped.
   stop_timeout: seconds between the stop signal and SIGKILL (default 10).
   stop_signal: the signal that asks the container to stop (default: the image's
@@ -43,7 +44,7 @@ ARGUMENT_SPEC = dict(
     name={"type": "str", "required": True},
     image={"type": "str"},
     state={"type": "str", "default": "started",
-           "choices": ["started", "present", "stopped", "absent"]},
+           "choices": ["started", "present", "stopped", "restarted", "absent"]},
     restart_policy={"type": "str", "default": "no"},
     stop_timeout={"type": "int", "default": 10},
     stop_signal={"type": "str"},
@@ -148,7 +149,13 @@ def _converge(store, params, ctx):
     directory, config = found
     current = containers.state(directory, ctx.payload_info.get("version"))
     running = current.get("status") in ("running", "restarting")
-    if wanted_state == "started" and not running:
+    if wanted_state == "restarted":
+        result["changed"] = True
+        if not ctx.check_mode:
+            if running:
+                containers.stop(directory, config, timeout)
+            containers.start(directory, ctx.payload_info.get("version"))
+    elif wanted_state == "started" and not running:
         result["changed"] = True
         if not ctx.check_mode:
             containers.start(directory, ctx.payload_info.get("version"))

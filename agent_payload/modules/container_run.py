@@ -21,6 +21,7 @@ Options:
       name:/ctr[:ro] (a named volume under STORE/volumes, made on first use and filled
       with the image's content there), or /ctr (an anonymous volume, removed with the
       container); the image's Volumes get anonymous volumes.
+  volumes_from: other containers (name[:ro|:rw]) whose volumes and binds to mount too.
   tmpfs: {path: mount options} of tmpfs mounts.
   network_mode: none (default until networks come) or host.
   cgroup_parent: the cgroup the container's goes under (default fleet).
@@ -54,6 +55,7 @@ CONTAINER_OPTIONS = {
     "init": {"type": "bool", "default": False},
     "ulimits": {"type": "list", "elements": "str", "default": []},
     "volumes": {"type": "list", "elements": "str", "default": []},
+    "volumes_from": {"type": "list", "elements": "str", "default": []},
     "tmpfs": {"type": "dict", "default": {}},
     "network_mode": {"type": "str", "default": "none", "choices": ["none", "host"]},
     "cgroup_parent": {"type": "str"},

@@ -34,17 +34,7 @@ def _containers_dir(store):
 
 def find(store, name):
     """(directory, config) of the container named ``name`` (or with that id), else None."""
-    base = _containers_dir(store)
-    try:
-        entries = sorted(os.listdir(base))
-    except FileNotFoundError:
-        return None
-    for entry in entries:
-        directory = os.path.join(base, entry)
-        config = read_json(os.path.join(directory, "config.json"))
-        if config and (config.get("name") == name or entry == name):
-            return directory, config
-    return None
+    return runner.find_container(store, name)
 
 
 def list_all(store):

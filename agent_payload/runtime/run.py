@@ -113,6 +113,7 @@ def plan_container(store, record, options, container_id):
                     (spec.parse_ulimit(u) for u in options.get("ulimits") or [])},
         "network_mode": network_mode,
         "mounts": _volume_mounts(store, image_config, options.get("volumes") or [])
+        + _volumes_from(store, options.get("volumes_from") or [])
         + [{"type": "tmpfs", "target": target, "options": opts or "mode=1777"}
            for target, opts in (options.get("tmpfs") or {}).items()],
     }
@@ -145,6 +146,43 @@ def _volume_mounts(store, image_config, volumes):
                         "anonymous": anonymous,
                         "source": volume_path(store.root, name)})
     return planned
+
+
+def _volumes_from(store, entries):
+    """The volumes and binds of other containers (``name[:ro|:rw]``), as docker run
+    --volumes-from: same sources and targets; the owner keeps its anonymous volumes."""
+    mounts = []
+    for entry in entries:
+        name, _, mode = str(entry).partition(":")
+        if mode not in ("", "ro", "rw"):
+            raise RunError(f"volumes_from: {entry!r} is not NAME[:ro|:rw]")
+        found = find_container(store, name)
+        if found is None:
+            raise RunError(f"volumes_from: no container named {name}")
+        config = found[1]
+        for mount in config.get("mounts") or []:
+            if mount.get("type") != "bind":
+                continue
+            copied = dict(mount, anonymous=False, copy_up=False)
+            if mode:
+                copied["readonly"] = mode == "ro"
+            mounts.append(copied)
+    return mounts
+
+
+def find_container(store, name):
+    """(directory, config) of the container named ``name`` (or with that id), else None."""
+    base = os.path.join(store.root, "containers")
+    for entry in sorted(os.listdir(base)) if os.path.isdir(base) else []:
+        directory = os.path.join(base, entry)
+        try:
+            with open(os.path.join(directory, "config.json")) as handle:
+                config = json.load(handle)
+        except (OSError, ValueError):
+            continue
+        if config.get("name") == name or entry == name:
+            return directory, config
+    return None
 
 
 def volume_path(store_root, name):

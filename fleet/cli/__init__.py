@@ -26,6 +26,7 @@ COMMANDS = {
     "inspect": ("fleet.cli.containers", "inspect"),
     "logs": ("fleet.cli.containers", "logs"),
     "start": ("fleet.cli.containers", "start"),
+    "restart": ("fleet.cli.containers", "restart"),
     "stop": ("fleet.cli.containers", "stop"),
     "rm": ("fleet.cli.containers", "rm"),
 }
@@ -47,6 +48,7 @@ SUMMARIES = {
     "inspect": "Print a container's docker inspect JSON.",
     "logs": "Print a container's output (--tail, --timestamps).",
     "start": "Start existing containers on a host.",
+    "restart": "Stop and start containers on a host.",
     "stop": "Stop containers on a host (stop signal, then SIGKILL).",
     "rm": "Remove containers from a host (-f: even running ones).",
 }

@@ -151,6 +151,8 @@ def _lifecycle(state, verb, extra=None):
 
 
 start = _lifecycle("started", "start")
+restart = _lifecycle("restarted", "restart", [click.option(
+    "-t", "--time", type=int, default=None, help="Seconds before SIGKILL (default 10).")])
 stop = _lifecycle("stopped", "stop", [click.option(
     "-t", "--time", type=int, default=None, help="Seconds before SIGKILL (default 10).")])
 rm = _lifecycle("absent", "rm", [click.option(

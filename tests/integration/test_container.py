@@ -307,3 +307,29 @@ def test_exec_with_a_terminal(lab, lab_inventory, host):
         assert os.WEXITSTATUS(status) == 5
     finally:
         call(target, name=name, state="absent", force_kill=True)
+
+
+def test_volumes_from_and_capability_gated_syscalls(host):
+    target, store, parent, image, _ = host
+    base = {"image": image, "store": store, "cgroup_parent": parent}
+    try:
+        owner = call(target, name="fleet-test-owner", command=["sleep", "60"], init=True,
+                     volumes=["fleet-test-shared:/shared", "/scratch"], **base)
+        assert not owner["failed"], owner
+        session = Session.open(target)
+        try:
+            borrowed = session.call("container_run", dict(
+                base, volumes_from=["fleet-test-owner:ro"],
+                command=["sh", "-c", "ls -d /shared /scratch; touch /shared/x || echo ro"]))
+            # unshare is the kernel's to refuse without CAP_SYS_ADMIN, and the filter's
+            # to allow with it
+            plain = session.call("container_run", dict(base, command=["unshare", "-u", "true"]))
+            admin = session.call("container_run", dict(base, cap_add=["SYS_ADMIN"],
+                                                       command=["unshare", "-u", "true"]))
+        finally:
+            session.close()
+        assert borrowed["stdout"].split() == ["/scratch", "/shared", "ro"], borrowed
+        assert plain["rc"] != 0 and "not permitted" in plain["stderr"], plain
+        assert admin["rc"] == 0, admin
+    finally:
+        call(target, name="fleet-test-owner", state="absent", store=store, force_kill=True)
