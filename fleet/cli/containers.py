@@ -99,23 +99,49 @@ def inspect(inventory_path, host, name):
 @click.argument("name")
 @click.option("-n", "--tail", type=int, default=None, help="Only the last N lines.")
 @click.option("-t", "--timestamps", is_flag=True, help="Show each line's time.")
-def logs(inventory_path, host, name, tail, timestamps):
+@click.option("-f", "--follow", is_flag=True, help="Keep printing while the container runs.")
+def logs(inventory_path, host, name, tail, timestamps, follow):
     """Print the output of container NAME on HOST (stdout and stderr, in order).
 
     \b
     Example:
-      fleet logs -i inventories/lab.ini --tail 20 -t lab01 greeter
+      fleet logs -i inventories/lab.ini --tail 20 -t -f lab01 greeter
     """
+    import time
+
+    from fleet.transport.session import RequestError, Session
+    from fleet.transport.ssh import TransportError
+    from fleet.transport.targets import target_for
     inventory = load_inventory(inventory_path)
+    host = _host(inventory, inventory_path, host)
     params = {"name": name, "logs": True}
     if tail is not None:
         params["tail"] = tail
-    result = _call(inventory, _host(inventory, inventory_path, host), "container_info",
-                   params)
-    for entry in result.get("logs", []):
-        stream = sys.stderr if entry.get("stream") == "stderr" else sys.stdout
-        stream.write((entry.get("time", "") + " " if timestamps else "") + entry.get("log", ""))
-        stream.flush()
+    try:
+        session = Session.open(target_for(inventory, host, 10.0))
+    except TransportError as exc:
+        raise click.ClickException(f"{host}: {exc}") from None
+    try:
+        while True:
+            result = session.call("container_info", params)
+            if result.get("failed"):
+                raise click.ClickException(f"{host}: {result.get('msg')}")
+            for entry in result.get("logs", []):
+                stream = sys.stderr if entry.get("stream") == "stderr" else sys.stdout
+                stream.write((entry.get("time", "") + " " if timestamps else "")
+                             + entry.get("log", ""))
+                stream.flush()
+            running = result["containers"][0]["State"]["Running"]
+            if not follow or (not running and params.get("offset") == result["log_offset"]):
+                return
+            params = {"name": name, "logs": True, "offset": result["log_offset"]}
+            time.sleep(0.3)
+    except (TransportError, RequestError) as exc:
+        raise click.ClickException(f"{host}: {exc}") from None
+    except KeyboardInterrupt:
+        pass
+    finally:
+        session.close()
 
 
 def _lifecycle(state, verb, extra=None):

@@ -333,3 +333,22 @@ def test_volumes_from_and_capability_gated_syscalls(host):
         assert admin["rc"] == 0, admin
     finally:
         call(target, name="fleet-test-owner", state="absent", store=store, force_kill=True)
+
+
+def test_logs_follow_until_the_container_ends(lab, lab_inventory, host):
+    import subprocess
+    import sys
+    target, store, parent, image, (config, address) = host
+    host_name = next(h.name for h in lab[1].hosts if h.address == address)
+    name = "fleet-test-follow-" + uuid.uuid4().hex[:6]
+    plain = next(r for r in lab[1].registries if r["name"] == "plain")["address"]
+    made = call(target, name=name, image=image, insecure_registries=[plain],
+                command=["sh", "-c", "for i in 1 2 3 4; do echo line $i; sleep 0.3; done"])
+    assert not made["failed"], made
+    try:
+        followed = subprocess.run([sys.executable, "-m", "fleet", "logs", "-f", "-i",
+                                   lab_inventory, host_name, name],
+                                  capture_output=True, text=True, timeout=30)
+        assert followed.stdout == "line 1\nline 2\nline 3\nline 4\n", followed
+    finally:
+        call(target, name=name, state="absent", force_kill=True)
