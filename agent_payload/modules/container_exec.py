@@ -20,13 +20,9 @@ Returns rc, and stdout and stderr unless tty; a non-zero rc fails the task, as c
 does.
 """
 
-import os
-import select
-import struct
 
-from agent_payload import jsonwire, threads
 from agent_payload.oci.store import Store, StoreError
-from agent_payload.runtime import containers
+from agent_payload.runtime import containers, terminal
 from agent_payload.runtime.run import RunError, exec_in, start_exec_on_terminal
 
 ARGUMENT_SPEC = {
@@ -40,89 +36,6 @@ ARGUMENT_SPEC = {
     "cols": {"type": "int", "default": 80},
     "store": {"type": "path", "default": "/var/lib/fleet"},
 }
-
-
-def _set_size(fd, rows, cols):
-    import fcntl
-    import termios
-
-    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-
-
-def _feed_terminal(ctx, master):
-    """The request's input stream to the terminal, until it ends or the command does."""
-    while True:
-        try:
-            data = ctx.read_data()
-        except threads.InputTimeout:
-            continue
-        if not data:
-            try:
-                os.write(master, b"\x04")  # end of input, as a terminal says it: ^D
-            except OSError:
-                pass
-            return
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(master, view):]
-        except OSError:
-            return
-
-
-def _on_terminal(store, found, pid, params, ctx):
-    master, slave = os.openpty()
-    try:
-        _set_size(master, params["rows"], params["cols"])
-        launcher, events_r = start_exec_on_terminal(store, found[1], pid, params, slave)
-    except BaseException:
-        os.close(master)
-        raise
-    finally:
-        os.close(slave)
-    threads.start(_feed_terminal, ctx, master)
-    poller = select.poll()
-    poller.register(master, select.POLLIN)
-    poller.register(events_r, select.POLLIN)
-    ended, reported = False, b""
-    while not ended:
-        for fd, _ in poller.poll(50):
-            if fd == events_r:
-                chunk = os.read(events_r, 65536)
-                reported += chunk
-                ended = not chunk  # the launcher is done when it closes its events
-                continue
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:  # EIO: no process holds the terminal any more
-                chunk = b""
-            if chunk:
-                ctx.send_data(chunk)
-            else:
-                poller.unregister(master)
-        size = ctx.extra.pop("resize", None)
-        if size and all(size):
-            _set_size(master, *size)
-        if ctx.cancelled():
-            break
-    while True:  # what the command wrote last
-        try:
-            chunk = os.read(master, 65536) if select.select([master], [], [], 0)[0] else b""
-        except OSError:
-            chunk = b""
-        if not chunk:
-            break
-        ctx.send_data(chunk)
-    ctx.send_eof()
-    os.close(events_r)
-    events = [jsonwire.loads(line) for line in reported.decode().splitlines() if line]
-    os.waitpid(launcher, 0)
-    os.close(master)
-    errors = [e["error"] for e in events if "error" in e]
-    if errors:
-        raise RunError(errors[0])
-    exited = [e["exited"] for e in events if "exited" in e]
-    return {"rc": exited[0] if exited else -1}
 
 
 def run(params, ctx):
@@ -140,7 +53,10 @@ def run(params, ctx):
             return {"failed": True, "changed": False,
                     "msg": f"container {name} is not running"}
         if params["tty"]:
-            outcome = _on_terminal(store, found, state["pid"], params, ctx)
+            outcome = terminal.run_on_terminal(
+                ctx, params, lambda slave: start_exec_on_terminal(store, found[1],
+                                                                  state["pid"], params,
+                                                                  slave))
         else:
             outcome = exec_in(store, found[1], state["pid"], params)
     except (RunError, StoreError, OSError) as exc:

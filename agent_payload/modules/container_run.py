@@ -26,11 +26,14 @@ Options:
   network_mode: none (default until networks come) or host.
   cgroup_parent: the cgroup the container's goes under (default fleet).
   store: the content store's root (default /var/lib/fleet).
+  tty: give the container a terminal (a pty on the host, also its /dev/console) and
+      stream it, as container_exec does; rows, cols: its first size. For `fleet run -t`.
 
-Returns id, rc, stdout, stderr and oom_killed; a non-zero rc fails the task, as command
-does; changed is true when the container ran.
+Returns id, rc, stdout, stderr (not with tty) and oom_killed; a non-zero rc fails the
+task, as command does; changed is true when the container ran.
 """
 
+from agent_payload.runtime import terminal
 from agent_payload.runtime.run import RunError
 from agent_payload.runtime.run import run as run_container
 
@@ -61,7 +64,9 @@ CONTAINER_OPTIONS = {
     "cgroup_parent": {"type": "str"},
     "store": {"type": "path", "default": "/var/lib/fleet"},
 }
-ARGUMENT_SPEC = dict(CONTAINER_OPTIONS, image={"type": "str", "required": True})
+ARGUMENT_SPEC = dict(CONTAINER_OPTIONS, image={"type": "str", "required": True},
+                     tty={"type": "bool", "default": False},
+                     rows={"type": "int", "default": 24}, cols={"type": "int", "default": 80})
 
 
 def run(params, ctx):
@@ -69,9 +74,13 @@ def run(params, ctx):
     if ctx.check_mode:
         return {"changed": True, "msg": f"would run a container of {params['image']}"}
     options = {key: value for key, value in params.items()
-               if key not in ("image", "store") and value is not None}
+               if key not in ("image", "store", "tty", "rows", "cols") and value is not None}
+    on_terminal = None
+    if params["tty"]:
+        def on_terminal(start):
+            return terminal.run_on_terminal(ctx, params, start)
     try:
-        outcome = run_container(params["store"], params["image"], options)
+        outcome = run_container(params["store"], params["image"], options, on_terminal)
     except RunError as exc:
         return {"failed": True, "changed": False, "msg": str(exc)}
     outcome["changed"] = True

@@ -136,6 +136,9 @@ def _child(plan, error_w):
         # Built before the root changes: nothing can be imported from the host after.
         program = None if plan.get("privileged") else seccomp.build_filter(
             plan["capabilities"])
+        if plan.get("tty"):
+            os.setsid()  # a session of its own, with the pty on fd 0 as its terminal
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
         for procs in plan.get("cgroup_procs") or []:
             with open(procs, "w") as handle:
                 handle.write("0")  # "0": the writing process itself

@@ -162,6 +162,9 @@ def setup(plan):
     sys_dir = _mkdirs_no_follow(root, "/sys")
     S.mount("sysfs", sys_dir, "sysfs", S.MS_RDONLY | S.MS_NOSUID | S.MS_NODEV | S.MS_NOEXEC)
     _dev(root)
+    if plan.get("tty"):
+        # /dev/console is the container's terminal, as runc makes it
+        _bind(os.ttyname(0), _file_target(root, "/dev/console"))
     for name in ("hostname", "hosts", "resolv.conf"):
         source = plan["etc_files"].get(name)
         if source:

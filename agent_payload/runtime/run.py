@@ -286,9 +286,11 @@ def _collect(events_r, out_r, err_r):
     return events, bytes(buffers[out_r]), bytes(buffers[err_r])
 
 
-def run(store_root, image, options):
+def run(store_root, image, options, on_terminal=None):
     """Run ``image`` with ``options`` in the foreground; return its outcome as a dict:
-    id, rc, stdout, stderr, oom_killed."""
+    id, rc, stdout, stderr, oom_killed. With ``on_terminal(start)`` (terminal.py's
+    run_on_terminal, bound to the request) the container's PID 1 gets a pty instead of
+    pipes, and the outcome has no stdout or stderr."""
     store = Store(store_root)
     record = store.find_image(image)
     if record is None:
@@ -296,6 +298,7 @@ def run(store_root, image, options):
     container_id = os.urandom(32).hex()
     try:
         plan = plan_container(store, record, options, container_id)
+        plan["tty"] = on_terminal is not None
         limits = limits_of(options)
         cgroups.check_limits(limits)
     except (spec.SpecError, cgroups.CgroupError) as exc:
@@ -308,7 +311,13 @@ def run(store_root, image, options):
         cgroup = driver.cgroup(options.get("cgroup_parent") or cgroups.DEFAULT_PARENT,
                                container_id)
         cgroup.create(limits)
-        code, stdout, stderr = _launch_foreground(plan, cgroup)
+        if on_terminal is None:
+            code, stdout, stderr = _launch_foreground(plan, cgroup)
+            outcome = {"stdout": stdout.decode("utf-8", "replace"),
+                       "stderr": stderr.decode("utf-8", "replace")}
+        else:
+            outcome = on_terminal(lambda slave: _spawn(plan, cgroup, slave)[:2])
+            code = outcome.pop("rc")
         oom = cgroup.oom_kills() > 0
     except (OSError, cgroups.CgroupError) as exc:
         raise RunError(f"cannot run the container: {exc}") from None
@@ -321,9 +330,7 @@ def run(store_root, image, options):
         if options.get("rm", True):
             shutil.rmtree(directory, ignore_errors=True)
             remove_anonymous_volumes(plan)
-    return {"id": container_id, "rc": code, "oom_killed": oom,
-            "stdout": stdout.decode("utf-8", "replace"),
-            "stderr": stderr.decode("utf-8", "replace")}
+    return dict(outcome, id=container_id, rc=code, oom_killed=oom)
 
 
 def _launch_foreground(plan, cgroup):

@@ -47,6 +47,8 @@ def _tmpfs(items):
               help="Remove the container when it exits (a foreground one always is).")
 @click.option("-d", "--detach", is_flag=True,
               help="Run it in the background (supervised on the host); print its id.")
+@click.option("-t", "--tty", is_flag=True,
+              help="An interactive terminal (your keyboard in, its screen out).")
 @click.option("--name", default=None, help="The detached container's name.")
 @click.option("--restart", default="no", show_default=True,
               help="no, on-failure[:N], always or unless-stopped (with -d).")
@@ -77,7 +79,8 @@ def _tmpfs(items):
 @click.option("--network", default="none", type=click.Choice(["none", "host"]),
               show_default=True, help="The network (bridges come with the network issue).")
 @output_option
-def run(inventory_path, host, image, command, remove, detach, name, restart, env, entrypoint,
+def run(inventory_path, host, image, command, remove, detach, tty, name, restart, env,
+        entrypoint,
         workdir, user,
         hostname, memory, memory_swap, cpus, cpu_shares, pids_limit, cap_add, cap_drop,
         privileged, read_only, ulimits, init, security_opt, volumes, tmpfs, network, output):
@@ -117,8 +120,16 @@ def run(inventory_path, host, image, command, remove, detach, name, restart, env
                 "cpu_shares": cpu_shares, "pids_limit": pids_limit}
     params.update({key: value for key, value in optional.items() if value is not None})
     if detach:
+        if tty:
+            raise click.UsageError("-t goes with a foreground container (not -d)")
         _detached(inventory, host, params, name, restart, remove, output)
         return
+    if tty:
+        from fleet.terminal import interactive
+        try:
+            exit_as("run", host, interactive(inventory, host, "container_run", params))
+        except (TransportError, RequestError, RuntimeError) as exc:
+            exit_as("run", host, message=exc)
     try:
         result = call_module(inventory, host, "container_run", params, timeout=10.0)
     except (TransportError, RequestError) as exc:

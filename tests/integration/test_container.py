@@ -266,11 +266,38 @@ def test_the_image_is_pulled_when_missing(lab, host):
         call(target, name="fleet-test-pulled", state="absent", store=store)
 
 
-def test_exec_with_a_terminal(lab, lab_inventory, host):
+def drive_terminal(args, keys=b"[ -t 0 ] && echo is-a-tty; echo hi-$((1+2)); exit 5\n"):
+    """Run `fleet ARGS` on a pty of its own, type ``keys`` at the shell's prompt; return
+    (everything the terminal showed, the exit code)."""
     import os
     import pty
     import select
     import sys
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execv(sys.executable, [sys.executable, "-m", "fleet", *args])
+    output, sent = b"", False
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if not ready:
+            continue
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+        if not sent and b"# " in output:  # the shell's prompt: it is listening
+            os.write(fd, keys)
+            sent = True
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    return output, os.WEXITSTATUS(status)
+
+
+def test_exec_with_a_terminal(lab, lab_inventory, host):
     target, store, parent, image, (config, address) = host
     host_name = next(h.name for h in lab[1].hosts if h.address == address)
     name = "fleet-test-tty-" + uuid.uuid4().hex[:6]
@@ -281,30 +308,10 @@ def test_exec_with_a_terminal(lab, lab_inventory, host):
                 insecure_registries=[plain])
     assert not made["failed"], made
     try:
-        pid, fd = pty.fork()
-        if pid == 0:
-            os.execv(sys.executable, [sys.executable, "-m", "fleet", "exec", "-t", "-i",
-                                      lab_inventory, host_name, name, "sh"])
-        output = b""
-        sent = False
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([fd], [], [], 0.2)
-            if not ready:
-                continue
-            try:
-                chunk = os.read(fd, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            output += chunk
-            if not sent and b"# " in output:  # the shell's prompt: it is listening
-                os.write(fd, b"[ -t 0 ] && echo is-a-tty; echo hi-$((1+2)); exit 5\n")
-                sent = True
-        _, status = os.waitpid(pid, 0)
+        output, code = drive_terminal(["exec", "-t", "-i", lab_inventory, host_name, name,
+                                       "sh"])
         assert b"is-a-tty" in output and b"hi-3" in output, output
-        assert os.WEXITSTATUS(status) == 5
+        assert code == 5
     finally:
         call(target, name=name, state="absent", force_kill=True)
 
@@ -352,3 +359,18 @@ def test_logs_follow_until_the_container_ends(lab, lab_inventory, host):
         assert followed.stdout == "line 1\nline 2\nline 3\nline 4\n", followed
     finally:
         call(target, name=name, state="absent", force_kill=True)
+
+
+def test_run_with_a_terminal(lab, lab_inventory, host):
+    target, store, parent, image, (config, address) = host
+    host_name = next(h.name for h in lab[1].hosts if h.address == address)
+    plain = next(r for r in lab[1].registries if r["name"] == "plain")["address"]
+    pulled = call(target, name="fleet-test-tty-pull", image=image, state="present",
+                  insecure_registries=[plain], command=["true"])  # the image in the store
+    call(target, name="fleet-test-tty-pull", state="absent")
+    assert not pulled["failed"], pulled
+    output, code = drive_terminal(
+        ["run", "-t", "--rm", "-i", lab_inventory, host_name, image, "sh"],
+        b"[ -t 0 ] && echo is-a-tty; ls -l /dev/console | cut -c1; echo pid-$$; exit 4\n")
+    assert b"is-a-tty" in output and b"\nc\r" in output and b"pid-1" in output, output
+    assert code == 4
