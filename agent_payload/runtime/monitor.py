@@ -396,25 +396,43 @@ class Monitor:
                 except OSError:
                     pass
                 return
-            for fd, _ in self.poller.poll(self._timers()):
-                if fd == self.server.fileno():
-                    self._answer()
-                elif fd == self.wake_r:
-                    try:
-                        os.read(self.wake_r, 4096)
-                    except BlockingIOError:
-                        pass
-                    self._reap()
-                elif fd in self.owners:
-                    watched, kind = self.owners[fd]
-                    if kind == "output":
-                        watched.read(fd)
-                    else:
-                        self.poller.unregister(fd)
-                        del self.owners[fd]
-                        watched.check_fd = None
-                        update_state(watched.directory, health=watched.checker.finish())
-            self._reap()
+            try:
+                self._step()
+            except Exception:  # noqa: BLE001 - one container's trouble (its directory
+                # removed under us, say) must not end the watch over all the others
+                self._drop_broken()
+                time.sleep(0.1)  # and a trouble that stays must not spin
+
+    def _step(self):
+        for fd, _ in self.poller.poll(self._timers()):
+            if fd == self.server.fileno():
+                self._answer()
+            elif fd == self.wake_r:
+                try:
+                    os.read(self.wake_r, 4096)
+                except BlockingIOError:
+                    pass
+                self._reap()
+            elif fd in self.owners:
+                watched, kind = self.owners[fd]
+                if kind == "output":
+                    watched.read(fd)
+                else:
+                    self.poller.unregister(fd)
+                    del self.owners[fd]
+                    watched.check_fd = None
+                    update_state(watched.directory, health=watched.checker.finish())
+        self._reap()
+
+    def _drop_broken(self):
+        """Stop watching containers whose directory is gone."""
+        for directory, watched in list(self.watched.items()):
+            if not os.path.isdir(directory):
+                self._forget_fds(watched)
+                for fd in list(watched.readers):
+                    os.close(fd)
+                watched.readers = {}
+                del self.watched[directory]
 
 
 def main(path):

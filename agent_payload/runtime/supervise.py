@@ -42,7 +42,10 @@ def write_json(path, value):
 
 
 def update_state(directory, **fields):
-    """Merge ``fields`` into the container's state.json."""
+    """Merge ``fields`` into the container's state.json (nothing once the container's
+    directory is gone: it was removed meanwhile)."""
+    if not os.path.isdir(directory):
+        return dict(fields)
     path = os.path.join(directory, STATE)
     state = read_json(path, {}) or {}
     state.update(fields)
