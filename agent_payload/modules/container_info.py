@@ -60,6 +60,8 @@ def run(params, ctx):
             if found is None:
                 return {"failed": True, "changed": False,
                         "msg": f"no such container: {params['name']}"}
+            # a container whose monitor died is taken up again by this call
+            containers.state(found[0], ctx.payload_info.get("version"))
             result = {"changed": False, "containers": [containers.inspect(*found)]}
             if params["logs"]:
                 result["logs"], result["log_offset"] = _log_entries(

@@ -87,6 +87,10 @@ def create(store, name, image, options):
     return directory
 
 
+def _store_root(directory):
+    return os.path.dirname(os.path.dirname(directory))  # STORE/containers/ID
+
+
 def _alive(pid):
     if not pid:
         return False
@@ -109,7 +113,7 @@ def state(directory, version=None):
         if _alive(current.get("pid")):
             current = update_state(directory, error="supervisor lost")
             if version is not None:
-                path = monitor.ensure(version, runner.payload_root())
+                path = monitor.ensure(version, runner.payload_root(), _store_root(directory))
                 monitor.start_container(path, directory, op="adopt")
                 current = read_json(os.path.join(directory, supervise.STATE), {}) or {}
         else:
@@ -128,7 +132,7 @@ def start(directory, version, python=None, wait=10.0):
     if os.path.exists(stop_file):
         os.unlink(stop_file)
     update_state(directory, status="starting")
-    path = monitor.ensure(version, runner.payload_root(), python)
+    path = monitor.ensure(version, runner.payload_root(), _store_root(directory), python)
     monitor.start_container(path, directory)
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:

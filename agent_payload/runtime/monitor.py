@@ -10,7 +10,7 @@ breaking while no monitor reads it, and the next monitor reads on from the same 
 
 The payload starts it on demand (``ensure``: posix_spawn with a session of its own and
 stdio on /dev/null, so it outlives the SSH connection). It listens on a unix socket in
-/run/fleet named by the payload version; one JSON request a connection:
+/run/fleet named by the payload version and the store; one JSON request a connection:
 ``{"op": "start", "dir": DIR}`` starts the container in DIR and answers ``{"ok": true}``
 or ``{"error": ...}``; ``{"op": "ping"}``. As the child subreaper of every container's
 PID 1 it learns their exits (SIGCHLD through the interpreter's wakeup fd), writes
@@ -38,9 +38,13 @@ _SPAWN = ("import sys; sys.path.insert(0, sys.argv[1]); "
           "from agent_payload.runtime.monitor import main; main(sys.argv[2])")
 
 
-def socket_path(version):
-    """Where the monitor of payload ``version`` listens."""
-    return os.path.join(RUN_DIR, f"monitor-{version or 'dev'}.sock")
+def socket_path(version, store_root):
+    """Where the monitor of payload ``version`` for the store at ``store_root`` listens
+    (one per store: a host has one; tests that use stores of their own get their own)."""
+    import hashlib
+
+    store = hashlib.sha256(os.path.abspath(store_root).encode()).hexdigest()[:8]
+    return os.path.join(RUN_DIR, f"monitor-{version or 'dev'}-{store}.sock")
 
 
 def _receive(sock):
@@ -65,9 +69,10 @@ def _request(path, message, timeout=10.0):
         client.close()
 
 
-def ensure(version, payload_dir, python=None, wait=5.0):
-    """The socket path of a running monitor for ``version``, starting one if needed."""
-    path = socket_path(version)
+def ensure(version, payload_dir, store_root, python=None, wait=5.0):
+    """The socket path of a running monitor for ``version`` and the store at
+    ``store_root``, starting one if needed."""
+    path = socket_path(version, store_root)
     try:
         _request(path, {"op": "ping"}, timeout=1.0)
         return path
