@@ -45,7 +45,7 @@ def test_detached_lifecycle(host):
     target, store, parent, image, (config, address) = host
     name = "fleet-test-web"
     common = {"name": name, "image": image, "store": store, "cgroup_parent": parent,
-              "command": ["sh", "-c", "echo hello; echo oops >&2; sleep 60"], "init": True}
+              "command": ["sh", "-c", "echo hello; echo oops >&2; sleep 61"], "init": True}
     first = call(target, **common)
     assert first["changed"] and not first["failed"], first
     state = first["container"]["State"]
@@ -70,7 +70,7 @@ def test_detached_lifecycle(host):
     left = ssh_run(config, address, f"ls {store}/containers | wc -l; "
                                     f"find /sys/fs/cgroup/*/{parent} -mindepth 1 -type d "
                                     "2>/dev/null | wc -l; findmnt -rn -t overlay | wc -l; "
-                                    f"pgrep -f 'sleep 6[0]' | wc -l")
+                                    f"pgrep -f 'sleep 6[1]' | wc -l")  # this test's own sleep
     assert left.split() == ["0", "0", "0", "0"], left
     assert call(target, name=name, state="absent", store=store)["changed"] is False
 

@@ -162,13 +162,15 @@ def test_key_from_ssh_agent(lab, lab_inventory, tmp_path):
     agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
     try:
-        for _ in range(200):
-            if sock.exists():
-                break
-            time.sleep(0.01)
         env_sock = {"SSH_AUTH_SOCK": str(sock)}
-        subprocess.run(["ssh-add", str(config.client_key_path)], check=True, capture_output=True,
-                       env=env_sock)
+        # the socket appears before the agent listens on it: retry while the suite is busy
+        for _ in range(100):
+            added = subprocess.run(["ssh-add", str(config.client_key_path)],
+                                   capture_output=True, env=env_sock)
+            if added.returncode == 0:
+                break
+            time.sleep(0.05)
+        assert added.returncode == 0, added.stderr
         old = os.environ.get("SSH_AUTH_SOCK")
         os.environ["SSH_AUTH_SOCK"] = str(sock)
         try:
