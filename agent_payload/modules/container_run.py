@@ -23,7 +23,8 @@ Options:
       container); the image's Volumes get anonymous volumes.
   volumes_from: other containers (name[:ro|:rw]) whose volumes and binds to mount too.
   tmpfs: {path: mount options} of tmpfs mounts.
-  network_mode: none (default until networks come) or host.
+  network_mode: none (default for now), host, bridge (the default network, fleet0) or the
+      name of a network (made by the network module, or on first use).
   cgroup_parent: the cgroup the container's goes under (default fleet).
   store: the content store's root (default /var/lib/fleet).
   tty: give the container a terminal (a pty on the host, also its /dev/console) and
@@ -60,7 +61,7 @@ CONTAINER_OPTIONS = {
     "volumes": {"type": "list", "elements": "str", "default": []},
     "volumes_from": {"type": "list", "elements": "str", "default": []},
     "tmpfs": {"type": "dict", "default": {}},
-    "network_mode": {"type": "str", "default": "none", "choices": ["none", "host"]},
+    "network_mode": {"type": "str", "default": "none"},
     "cgroup_parent": {"type": "str"},
     "store": {"type": "path", "default": "/var/lib/fleet"},
 }

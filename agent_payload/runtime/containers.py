@@ -15,6 +15,7 @@ import signal
 import time
 
 from agent_payload import cgroups
+from agent_payload.oci.store import Store
 from agent_payload.runtime import health, monitor, spec, supervise
 from agent_payload.runtime import run as runner
 from agent_payload.runtime.supervise import read_json, update_state
@@ -77,12 +78,13 @@ def create(store, name, image, options):
     try:
         runner.prepare_volumes(plan)
         cgroups.open_driver().cgroup(parent, container_id).create(limits)
+        runner.join_network(store, plan)
         supervise.write_json(os.path.join(directory, "config.json"), plan)
         update_state(directory, status="created", running=False, pid=0, exit_code=0,
                      restart_count=0, started_at="0001-01-01T00:00:00Z",
                      finished_at="0001-01-01T00:00:00Z", oom_killed=False, error="")
-    except (OSError, cgroups.CgroupError) as exc:
-        _discard(directory, plan)
+    except (OSError, cgroups.CgroupError, runner.RunError) as exc:
+        _discard(directory, plan, store)
         raise ContainerError(f"{name}: cannot create: {exc}") from None
     return directory
 
@@ -185,7 +187,17 @@ def _cgroup(config):
         return None
 
 
-def _discard(directory, plan):
+def _network_settings(config):
+    networks = config.get("network_settings") or {}
+    first = next(iter(networks.values()), {})
+    return {"Networks": networks, "IPAddress": first.get("IPAddress", ""),
+            "Gateway": first.get("Gateway", ""), "MacAddress": first.get("MacAddress", ""),
+            "Ports": {}}
+
+
+def _discard(directory, plan, store=None):
+    if store is not None:
+        runner.leave_network(store, plan)
     group = _cgroup(plan)
     if group is not None:
         try:
@@ -203,7 +215,7 @@ def remove(directory, config, force=False):
             raise ContainerError(f"cannot remove running container {config['name']}: "
                                  "stop it first or force it")
         stop(directory, config, timeout=0)
-    _discard(directory, config)
+    _discard(directory, config, Store(_store_root(directory)))
 
 
 def inspect(directory, config):
@@ -256,5 +268,5 @@ def inspect(directory, config):
             "LowerDir": ":".join(config.get("lower_dirs") or []),
             "UpperDir": config.get("upper_dir"), "WorkDir": config.get("work_dir"),
             "MergedDir": config.get("rootfs")}},
-        "NetworkSettings": {"Networks": {}, "Ports": {}},
+        "NetworkSettings": _network_settings(config),
     }

@@ -147,6 +147,8 @@ def _child(plan, error_w):
         # the process is in when it is made.
         flags = NAMESPACES | (S.CLONE_NEWNET if plan.get("network_mode") == "none" else 0)
         S.unshare(flags)
+        if plan.get("netns"):  # its network's namespace, made ready by the payload
+            S.setns_path(plan["netns"], S.CLONE_NEWNET)
         rootfs.setup(plan)
         _become(plan, program)
         if plan.get("init"):

@@ -21,7 +21,7 @@ import sys
 
 from agent_payload import cgroups
 from agent_payload.oci.store import Store
-from agent_payload.runtime import spec
+from agent_payload.runtime import network, spec
 
 OUTPUT_LIMIT = 1024 * 1024
 _LAUNCH = ("import sys; sys.path.insert(0, sys.argv[1]); "
@@ -83,8 +83,8 @@ def plan_container(store, record, options, container_id):
     uid, gid, groups, home = spec.resolve_user(
         user, _image_file(lower_dirs, "etc/passwd"), _image_file(lower_dirs, "etc/group"))
     network_mode = options.get("network_mode") or "none"
-    if network_mode not in ("none", "host"):
-        raise RunError(f"network_mode {network_mode!r} is not supported yet (none, host)")
+    if network_mode.startswith("container:"):
+        raise RunError(f"network_mode {network_mode!r} is not supported yet")
     workdir = options.get("working_dir") or image_config.get("WorkingDir") or "/"
     if not workdir.startswith("/"):
         raise RunError(f"working_dir {workdir!r} is not an absolute path")
@@ -208,6 +208,37 @@ def remove_anonymous_volumes(plan):
             shutil.rmtree(os.path.dirname(mount["source"]), ignore_errors=True)
 
 
+def network_of(plan):
+    """The network a plan's container joins (None for none and host)."""
+    mode = plan["network_mode"]
+    if mode in ("none", "host"):
+        return None
+    return network.DEFAULT_NETWORK if mode == "bridge" else mode
+
+
+def join_network(store, plan):
+    """Attach the container to its network (if any): address, namespace, /etc/hosts."""
+    name = network_of(plan)
+    if name is None:
+        return None
+    try:
+        settings = network.attach(store, name, plan["id"])
+    except network.NetworkError as exc:
+        raise RunError(str(exc)) from None
+    plan["netns"] = settings["netns"]
+    plan["network_settings"] = {name: {k: v for k, v in settings.items() if k != "netns"}}
+    with open(plan["etc_files"]["hosts"], "w") as handle:
+        handle.write(spec.hosts_file(plan["hostname"], settings["IPAddress"]))
+    return settings
+
+
+def leave_network(store, plan):
+    """Undo join_network."""
+    name = network_of(plan)
+    if name is not None:
+        network.detach(store, name, plan["id"])
+
+
 def write_dir(plan, host_resolv="/etc/resolv.conf"):
     directory = os.path.dirname(plan["rootfs"])
     os.makedirs(os.path.dirname(directory), mode=0o700, exist_ok=True)
@@ -311,6 +342,7 @@ def run(store_root, image, options, on_terminal=None):
         cgroup = driver.cgroup(options.get("cgroup_parent") or cgroups.DEFAULT_PARENT,
                                container_id)
         cgroup.create(limits)
+        join_network(store, plan)
         if on_terminal is None:
             code, stdout, stderr = _launch_foreground(plan, cgroup)
             outcome = {"stdout": stdout.decode("utf-8", "replace"),
@@ -322,6 +354,7 @@ def run(store_root, image, options, on_terminal=None):
     except (OSError, cgroups.CgroupError) as exc:
         raise RunError(f"cannot run the container: {exc}") from None
     finally:
+        leave_network(store, plan)
         if cgroup is not None:
             try:
                 cgroup.remove()

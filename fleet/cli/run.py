@@ -76,8 +76,8 @@ def _tmpfs(items):
 @click.option("-v", "--volume", "volumes", multiple=True, metavar="SRC:DEST[:ro]",
               help="A host dir or named volume (or an anonymous one: DEST alone).")
 @click.option("--tmpfs", multiple=True, metavar="PATH[:OPTIONS]", help="A tmpfs mount.")
-@click.option("--network", default="none", type=click.Choice(["none", "host"]),
-              show_default=True, help="The network (bridges come with the network issue).")
+@click.option("--network", default="none", show_default=True,
+              help="none, host, bridge (the default network) or a network's name.")
 @output_option
 def run(inventory_path, host, image, command, remove, detach, tty, name, restart, env,
         entrypoint,

@@ -161,3 +161,13 @@ def test_parse_ulimit(text, expected):
 def test_parse_ulimit_refuses(text):
     with pytest.raises(SpecError, match="ulimits: "):
         spec.parse_ulimit(text)
+
+
+def test_network_names_and_macs():
+    from agent_payload.runtime import network
+    assert network._mac("10.89.0.2") == "02:42:0a:59:00:02"
+    assert network._device("bridge") == "fleet0"
+    assert network._device("frontend").startswith("fl-") and len(network._device("x")) <= 15
+    assert network.netns_name("ab" * 32) == "fleet-abababababab"
+    with pytest.raises(network.NetworkError, match="is not a network name"):
+        network._check_name("../x")

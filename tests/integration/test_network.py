@@ -1,0 +1,65 @@
+"""Container networks on a lab host: addresses, reachability on one network, isolation
+between networks, and nothing left (bridge, veth, namespace, iptables rule) afterwards."""
+
+import uuid
+
+import pytest
+
+from fleet.transport.session import Session
+from tests.integration.conftest import LAB_MARKS
+from tests.integration.helpers import lab_targets, ssh_run
+
+pytestmark = LAB_MARKS
+
+
+@pytest.fixture
+def host(lab, lab_inventory):
+    config, state = lab
+    tag = uuid.uuid4().hex[:8]
+    store, parent = f"/var/lib/fleet/fleet-test-{tag}", f"fleet-test-{tag}"
+    plain = next(r for r in state.registries if r["name"] == "plain")["address"]
+    session = Session.open(lab_targets(lab_inventory)[1])
+    pulled = session.call("image", {"name": f"{plain}/busybox:latest", "store": store,
+                                    "insecure_registries": [plain]}, timeout=120)
+    assert not pulled["failed"], pulled
+    yield session, store, parent, f"{plain}/busybox:latest", tag
+    session.close()
+    address = state.hosts[1].address
+    ssh_run(config, address, f"rm -rf {store}; for c in /sys/fs/cgroup/*/{parent}; "
+                             f"do [ -d $c ] && rmdir $c/* $c 2>/dev/null; done; true")
+
+
+def test_networks_reach_within_and_not_across(lab, host):
+    session, store, parent, image, tag = host
+    config, state = lab
+    first, second = f"fleet-na-{tag}", f"fleet-nb-{tag}"
+    base = {"image": image, "store": store, "cgroup_parent": parent}
+    try:
+        made = session.call("network", {"name": first, "subnet": "10.91.7.0/24",
+                                        "store": store})
+        assert made["changed"] and made["network"]["Gateway"] == "10.91.7.1", made
+        server = session.call("container", dict(base, name=f"fleet-srv-{tag}",
+                                                network_mode=first, command=["sleep", "60"],
+                                                init=True), timeout=60)
+        settings = server["container"]["NetworkSettings"]
+        address = settings["IPAddress"]
+        assert address.startswith("10.91.7.") and settings["Networks"][first]["IPPrefixLen"] == 24
+        near = session.call("container_run", dict(base, network_mode=first, command=[
+            "sh", "-c", f"ping -c1 -W2 {address} >/dev/null && echo reached; "
+                        "grep -c $(hostname) /etc/hosts"]), timeout=60)
+        assert near["stdout"].split() == ["reached", "1"], near
+        far = session.call("container_run", dict(base, network_mode=second, command=[
+            "sh", "-c", f"ping -c1 -W1 {address} >/dev/null && echo reached || echo apart"]),
+            timeout=60)
+        assert far["stdout"].strip() == "apart", far
+        busy = session.call("network", {"name": first, "state": "absent", "store": store})
+        assert busy["failed"] and "in use" in busy["msg"], busy
+    finally:
+        session.call("container", {"name": f"fleet-srv-{tag}", "state": "absent",
+                                   "store": store, "force_kill": True}, timeout=60)
+        for name in (first, second):
+            session.call("network", {"name": name, "state": "absent", "store": store})
+    left = ssh_run(config, state.hosts[1].address,
+                   f"ip netns list | grep -c fleet- ; ip link | grep -c 'fl-\\|fleetv'; "
+                   f"iptables -S FORWARD | grep -c 'fleet-net-fleet-n.-{tag}'", check=False)
+    assert left.split()[1:] == ["0", "0"], left  # (other tests' namespaces may exist)
