@@ -57,3 +57,12 @@ def status_text(state, now=None):
     if status == "exited":
         return f"Exited ({state.get('ExitCode', 0)}) {ago(state.get('FinishedAt'), now)} ago"
     return (status or "unknown").capitalize()
+
+
+def ports_text(settings):
+    """docker ps's PORTS column: 0.0.0.0:8887->80/tcp, ..."""
+    shown = []
+    for port, bindings in sorted((settings.get("Ports") or {}).items()):
+        for binding in bindings or []:
+            shown.append(f"{binding['HostIp']}:{binding['HostPort']}->{port}")
+    return ", ".join(shown)

@@ -22,6 +22,8 @@ Options:
       with the image's content there), or /ctr (an anonymous volume, removed with the
       container); the image's Volumes get anonymous volumes.
   volumes_from: other containers (name[:ro|:rw]) whose volumes and binds to mount too.
+  ports: docker run -p entries ([[HOST_IP:]HOST_PORT:]PORT[/udp]; no host port: a free
+      one), published with iptables' NAT; they need a network (network_mode).
   tmpfs: {path: mount options} of tmpfs mounts.
   network_mode: none (default for now), host, bridge (the default network, fleet0) or the
       name of a network (made by the network module, or on first use).
@@ -60,6 +62,7 @@ CONTAINER_OPTIONS = {
     "ulimits": {"type": "list", "elements": "str", "default": []},
     "volumes": {"type": "list", "elements": "str", "default": []},
     "volumes_from": {"type": "list", "elements": "str", "default": []},
+    "ports": {"type": "list", "elements": "str", "default": []},
     "tmpfs": {"type": "dict", "default": {}},
     "network_mode": {"type": "str", "default": "none"},
     "cgroup_parent": {"type": "str"},

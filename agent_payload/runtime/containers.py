@@ -67,7 +67,7 @@ def create(store, name, image, options):
                                                image_config.get("Healthcheck"))
     except (spec.SpecError, cgroups.CgroupError, runner.RunError,
             health.HealthError) as exc:
-        raise ContainerError(f"{name}: {exc}") from None
+        raise ContainerError(str(exc)) from None
     parent = options.get("cgroup_parent") or cgroups.DEFAULT_PARENT
     plan.update(name=name, image=image, image_id=record["id"], created=supervise.now(),
                 options=options, restart_policy=options.get("restart_policy") or "no",
@@ -85,7 +85,7 @@ def create(store, name, image, options):
                      finished_at="0001-01-01T00:00:00Z", oom_killed=False, error="")
     except (OSError, cgroups.CgroupError, runner.RunError) as exc:
         _discard(directory, plan, store)
-        raise ContainerError(f"{name}: cannot create: {exc}") from None
+        raise ContainerError(f"cannot create: {exc}") from None
     return directory
 
 
@@ -192,7 +192,7 @@ def _network_settings(config):
     first = next(iter(networks.values()), {})
     return {"Networks": networks, "IPAddress": first.get("IPAddress", ""),
             "Gateway": first.get("Gateway", ""), "MacAddress": first.get("MacAddress", ""),
-            "Ports": {}}
+            "Ports": config.get("published") or {}}
 
 
 def _discard(directory, plan, store=None):

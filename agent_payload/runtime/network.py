@@ -194,9 +194,10 @@ def netns_name(container_id):
     return "fleet-" + container_id[:12]
 
 
-def attach(store, name, container_id):
-    """Give the container an address on network ``name`` and its namespace; return its
-    settings (IPAddress, Gateway, IPPrefixLen, MacAddress, NetworkID, netns)."""
+def attach(store, name, container_id, mappings=None):
+    """Give the container an address on network ``name`` and its namespace, and publish
+    ``mappings`` (spec.parse_port's); return its settings (IPAddress, Gateway,
+    IPPrefixLen, MacAddress, NetworkID, netns, Ports)."""
     record = ensure(store, name)
     network = ipaddress.ip_network(record["subnet"])
     ipam_path = os.path.join(_dir(store), f"{name}.ipam.json")
@@ -221,16 +222,18 @@ def attach(store, name, container_id):
                      ("link", "set", "eth0", "up"), ("link", "set", "lo", "up"),
                      ("route", "add", "default", "via", record["gateway"])):
             _ip("-n", ns, *args)
+        ports = publish(container_id, address, mappings or [])
     except NetworkError:
         detach(store, name, container_id)
         raise
-    return {"IPAddress": address, "Gateway": record["gateway"],
+    return {"IPAddress": address, "Ports": ports, "Gateway": record["gateway"],
             "IPPrefixLen": network.prefixlen, "MacAddress": _mac(address),
             "NetworkID": record["id"], "netns": os.path.join(NETNS_DIR, ns)}
 
 
 def detach(store, name, container_id):
-    """Remove the container's namespace (and its veth) and give its address back."""
+    """Remove the container's ports, namespace (and its veth), give its address back."""
+    unpublish(container_id)
     _ip("netns", "del", netns_name(container_id), check=False)
     _ip("link", "del", "fleetv" + container_id[:8], check=False)  # if the netns never got it
     ipam_path = os.path.join(_dir(store), f"{name}.ipam.json")
@@ -239,3 +242,98 @@ def detach(store, name, container_id):
         kept = {a: c for a, c in used.items() if c != container_id}
         if kept != used:
             _write(ipam_path, kept)
+
+
+def _published(proto):
+    """Host ports other containers publish already (their NAT rules)."""
+    listed = _iptables("-t", "nat", "-S", "PREROUTING")
+    taken = set()
+    for line in (listed.stdout if listed is not None else "").splitlines():
+        words = line.split()
+        if "fleet-port-" in line and f"-p {proto}" in line and "--dport" in words:
+            taken.add(int(words[words.index("--dport") + 1]))
+    return taken
+
+
+def _free_port(host_ip, proto, wanted):
+    """``wanted`` when it is free on the host (0: any free one); NetworkError if taken,
+    by a process listening on it or by another container's published port."""
+    import socket
+
+    kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
+    where = f"{host_ip + ':' if host_ip else ''}{wanted}/{proto}"
+    published = _published(proto)
+    if wanted and wanted in published:
+        raise NetworkError(f"port {where} is already published by another container")
+    for _ in range(100):
+        probe = socket.socket(socket.AF_INET, kind)
+        try:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host_ip or "0.0.0.0", wanted))
+            port = probe.getsockname()[1]
+        except OSError as exc:
+            raise NetworkError(f"port {where} is already taken on this host "
+                               f"({exc.strerror})") from None
+        finally:
+            probe.close()
+        if port not in published:
+            return port
+    raise NetworkError(f"no free {proto} port found on this host")
+
+
+def _port_rules(tag, mapping, address):
+    host, proto = mapping["host_port"], mapping["proto"]
+    dest = ["-d", mapping["host_ip"]] if mapping["host_ip"] else []
+    target = f"{address}:{mapping['port']}"
+    comment = ["-m", "comment", "--comment", tag]
+    return [
+        ("nat", "PREROUTING", [*dest, "-p", proto, "--dport", str(host), *comment,
+                               "-j", "DNAT", "--to-destination", target]),
+        ("nat", "OUTPUT", [*dest, "-p", proto, "--dport", str(host), "-m", "addrtype",
+                           "--dst-type", "LOCAL", *comment, "-j", "DNAT",
+                           "--to-destination", target]),
+        ("filter", "FORWARD", ["-d", address, "-p", proto, "--dport", str(mapping["port"]),
+                               *comment, "-j", "ACCEPT"]),
+    ]
+
+
+def publish(container_id, address, mappings):
+    """Publish the container's ports on the host with the kernel's NAT; return Docker's
+    NetworkSettings.Ports ({"80/tcp": [{"HostIp", "HostPort"}]})."""
+    if mappings and shutil.which("iptables") is None:
+        raise NetworkError("published ports need iptables (Debian/Ubuntu: iptables)")
+    tag = "fleet-port-" + container_id[:12]
+    shown = {}
+    try:
+        if mappings:
+            with open("/proc/sys/net/ipv4/ip_forward", "w") as handle:
+                handle.write("1")  # what reaches the host's port goes on to the bridge
+            replies = ["FORWARD", "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED",
+                       "-m", "comment", "--comment", "fleet-replies", "-j", "ACCEPT"]
+            if _iptables("-C", *replies).returncode != 0:
+                _iptables("-I", *replies)
+        for mapping in mappings:
+            mapping = dict(mapping, host_port=_free_port(mapping["host_ip"], mapping["proto"],
+                                                         mapping["host_port"]))
+            for table, chain, rule in _port_rules(tag, mapping, address):
+                done = _iptables("-t", table, "-I", chain, *rule)
+                if done.returncode != 0:
+                    raise NetworkError(f"iptables: {done.stderr.strip()}")
+            shown.setdefault(f"{mapping['port']}/{mapping['proto']}", []).append(
+                {"HostIp": mapping["host_ip"] or "0.0.0.0", "HostPort": str(mapping["host_port"])})
+    except BaseException:
+        unpublish(container_id)
+        raise
+    return shown
+
+
+def unpublish(container_id):
+    """Remove the container's NAT and filter rules (found by their comment)."""
+    if shutil.which("iptables") is None:
+        return
+    tag = "fleet-port-" + container_id[:12]
+    for table in ("nat", "filter"):
+        listed = _iptables("-t", table, "-S")
+        for line in (listed.stdout if listed is not None else "").splitlines():
+            if tag in line and line.startswith("-A "):
+                _iptables("-t", table, "-D", *line[3:].replace('"', "").split())

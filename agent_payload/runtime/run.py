@@ -109,6 +109,7 @@ def plan_container(store, record, options, container_id):
         "no_new_privileges": bool(options.get("no_new_privileges")),
         "read_only": bool(options.get("read_only")),
         "init": bool(options.get("init")),
+        "ports": [spec.parse_port(p) for p in options.get("ports") or []],
         "rlimits": {name: (soft, hard) for name, soft, hard in
                     (spec.parse_ulimit(u) for u in options.get("ulimits") or [])},
         "network_mode": network_mode,
@@ -220,13 +221,17 @@ def join_network(store, plan):
     """Attach the container to its network (if any): address, namespace, /etc/hosts."""
     name = network_of(plan)
     if name is None:
+        if plan.get("ports"):
+            raise RunError("ports need a network (network_mode bridge or a network's name)")
         return None
     try:
-        settings = network.attach(store, name, plan["id"])
+        settings = network.attach(store, name, plan["id"], plan.get("ports"))
     except network.NetworkError as exc:
         raise RunError(str(exc)) from None
     plan["netns"] = settings["netns"]
-    plan["network_settings"] = {name: {k: v for k, v in settings.items() if k != "netns"}}
+    plan["published"] = settings["Ports"]
+    plan["network_settings"] = {name: {k: v for k, v in settings.items()
+                                       if k not in ("netns", "Ports")}}
     with open(plan["etc_files"]["hosts"], "w") as handle:
         handle.write(spec.hosts_file(plan["hostname"], settings["IPAddress"]))
     return settings

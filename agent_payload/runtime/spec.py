@@ -318,3 +318,23 @@ def parse_ulimit(text):
     if -1 not in (soft_n, hard_n) and soft_n > hard_n:
         raise SpecError(f"ulimits: {text!r}: the soft limit is above the hard one")
     return name, soft_n, hard_n
+
+
+def parse_port(text):
+    """One ``ports`` entry as docker run -p reads it: [[HOST_IP:]HOST_PORT:]PORT[/PROTO];
+    a missing host port (or 0) means a free one. Returns {host_ip, host_port, port,
+    proto}."""
+    body, _, proto = str(text).partition("/")
+    proto = proto or "tcp"
+    parts = body.split(":")
+    if proto not in ("tcp", "udp") or not 1 <= len(parts) <= 3:
+        raise SpecError(f"ports: {text!r} is not [[HOST_IP:]HOST_PORT:]PORT[/tcp|udp]")
+    host_ip = parts[0] if len(parts) == 3 else ""
+    host_port = parts[-2] if len(parts) >= 2 else "0"
+    try:
+        port, host = int(parts[-1]), int(host_port or "0")
+    except ValueError:
+        raise SpecError(f"ports: {text!r}: ports are numbers") from None
+    if not 0 < port < 65536 or not 0 <= host < 65536:
+        raise SpecError(f"ports: {text!r}: ports are 1 to 65535")
+    return {"host_ip": host_ip, "host_port": host, "port": port, "proto": proto}

@@ -49,7 +49,7 @@ def ps(inventory_path, pattern, include_stopped, limit, forks, output):
     Example:
       fleet ps -i inventories/lab.ini -a
     """
-    from fleet.containers import list_containers, status_text
+    from fleet.containers import list_containers, ports_text, status_text
     inventory = load_inventory(inventory_path)
     outcomes = list_containers(inventory, select_hosts(inventory, pattern, limit),
                                include_stopped, forks)
@@ -69,7 +69,7 @@ def ps(inventory_path, pattern, include_stopped, limit, forks, output):
             rows.append((host, c["Name"].lstrip("/"), c["Id"][:12], c["Config"]["Image"] or "",
                          command if len(command) <= 30 else command[:27] + "...",
                          (c.get("Created") or "")[:19].replace("T", " "),
-                         status_text(c["State"]), ""))
+                         status_text(c["State"]), ports_text(c["NetworkSettings"])))
     print_table(("host", "name", "id", "image", "command", "created", "status", "ports"),
                 rows, notes=notes)
     if notes:

@@ -76,6 +76,8 @@ def _tmpfs(items):
 @click.option("-v", "--volume", "volumes", multiple=True, metavar="SRC:DEST[:ro]",
               help="A host dir or named volume (or an anonymous one: DEST alone).")
 @click.option("--tmpfs", multiple=True, metavar="PATH[:OPTIONS]", help="A tmpfs mount.")
+@click.option("-p", "--publish", "ports", multiple=True, metavar="[HOST:]PORT[:PORT][/udp]",
+              help="Publish a port on the host (needs --network).")
 @click.option("--network", default="none", show_default=True,
               help="none, host, bridge (the default network) or a network's name.")
 @output_option
@@ -83,7 +85,8 @@ def run(inventory_path, host, image, command, remove, detach, tty, name, restart
         entrypoint,
         workdir, user,
         hostname, memory, memory_swap, cpus, cpu_shares, pids_limit, cap_add, cap_drop,
-        privileged, read_only, ulimits, init, security_opt, volumes, tmpfs, network, output):
+        privileged, read_only, ulimits, init, security_opt, volumes, tmpfs, ports, network,
+        output):
     """Run COMMAND in a new container of IMAGE on inventory host HOST, in the foreground;
     print its output and exit with its exit code (125 when it could not run, 127 when
     the command is not in the image). Options go before HOST, as docker run's go before
@@ -113,6 +116,7 @@ def run(inventory_path, host, image, command, remove, detach, tty, name, restart
               "cap_drop": list(cap_drop), "privileged": privileged, "read_only": read_only,
               "no_new_privileges": bool(security_opt), "tmpfs": _tmpfs(tmpfs),
               "volumes": list(volumes), "init": init, "ulimits": list(ulimits),
+              "ports": list(ports),
               "network_mode": network}
     optional = {"command": list(command) or None, "entrypoint": entrypoint,
                 "working_dir": workdir, "user": user, "hostname": hostname,

@@ -63,3 +63,37 @@ def test_networks_reach_within_and_not_across(lab, host):
                    f"ip netns list | grep -c fleet- ; ip link | grep -c 'fl-\\|fleetv'; "
                    f"iptables -S FORWARD | grep -c 'fleet-net-fleet-n.-{tag}'", check=False)
     assert left.split()[1:] == ["0", "0"], left  # (other tests' namespaces may exist)
+
+
+def test_published_ports(lab, host):
+    session, store, parent, image, tag = host
+    config, state = lab
+    net = f"fleet-np-{tag}"
+    base = {"image": image, "store": store, "cgroup_parent": parent, "network_mode": net}
+    name = f"fleet-web-{tag}"
+    try:
+        web = session.call("container", dict(base, name=name, ports=["80"], command=[
+            "sh", "-c", "mkdir -p /www && echo hello-web > /www/index.html && "
+                        "exec httpd -f -p 80 -h /www"]), timeout=60)
+        assert not web["failed"], web
+        bound = web["container"]["NetworkSettings"]["Ports"]["80/tcp"][0]
+        port = int(bound["HostPort"])
+        fetch = ("python3 -c \"import urllib.request,time\nfor _ in range(30):\n try:\n"
+                 f"  print(urllib.request.urlopen('http://{state.hosts[1].address}:{port}/',"
+                 " timeout=2).read().decode().strip()); break\n"
+                 " except OSError: time.sleep(0.1)\"")
+        # from another host of the fleet, and from the host itself
+        assert ssh_run(config, state.hosts[0].address, fetch).strip() == "hello-web"
+        assert ssh_run(config, state.hosts[1].address, fetch).strip() == "hello-web"
+        taken = session.call("container", dict(base, name=f"fleet-web2-{tag}",
+                                               ports=[f"{port}:80"], command=["true"]),
+                             timeout=60)
+        assert taken["failed"] and "already published" in taken["msg"], taken
+    finally:
+        for gone in (name, f"fleet-web2-{tag}"):
+            session.call("container", {"name": gone, "state": "absent", "store": store,
+                                       "force_kill": True}, timeout=60)
+        session.call("network", {"name": net, "state": "absent", "store": store})
+    rules = ssh_run(config, state.hosts[1].address,
+                    "iptables -t nat -S | grep -c fleet-port; true", check=False)
+    assert rules.strip() == "0", rules

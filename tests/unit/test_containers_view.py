@@ -23,3 +23,11 @@ def test_status_text():
     assert status_text({"Status": "running", "Running": True, "Restarting": True,
                         "ExitCode": 1, "FinishedAt": "2026-11-28T11:59:00Z"},
                        NOW) == "Restarting (1) 1 minute ago"
+
+
+def test_ports_text():
+    from fleet.containers import ports_text
+    assert ports_text({"Ports": {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8887"}],
+                                 "53/udp": [{"HostIp": "0.0.0.0", "HostPort": "53"}]}}) == \
+        "0.0.0.0:53->53/udp, 0.0.0.0:8887->80/tcp"
+    assert ports_text({}) == ""

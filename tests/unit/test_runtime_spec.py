@@ -171,3 +171,20 @@ def test_network_names_and_macs():
     assert network.netns_name("ab" * 32) == "fleet-abababababab"
     with pytest.raises(network.NetworkError, match="is not a network name"):
         network._check_name("../x")
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("8887:80", {"host_ip": "", "host_port": 8887, "port": 80, "proto": "tcp"}),
+    ("127.0.0.1:8443:443", {"host_ip": "127.0.0.1", "host_port": 8443, "port": 443,
+                            "proto": "tcp"}),
+    ("53:53/udp", {"host_ip": "", "host_port": 53, "port": 53, "proto": "udp"}),
+    ("80", {"host_ip": "", "host_port": 0, "port": 80, "proto": "tcp"}),
+])
+def test_parse_port(text, expected):
+    assert spec.parse_port(text) == expected
+
+
+@pytest.mark.parametrize("text", ["http", "80/sctp", "70000:80", "a:b:c:d", "0"])
+def test_parse_port_refuses(text):
+    with pytest.raises(SpecError, match="ports: "):
+        spec.parse_port(text)
