@@ -21,7 +21,8 @@ ARGUMENT_SPEC = {
 }
 
 
-def _shown(record):
+def shown(record):
+    """The network as fleet shows it (docker network inspect's main fields)."""
     return {"Name": record["name"], "Id": record["id"], "Driver": "bridge",
             "Subnet": record["subnet"], "Gateway": record["gateway"],
             "Bridge": record["bridge"]}
@@ -44,10 +45,10 @@ def run(params, ctx):
                                f"not {params['subnet']} (remove it first)"}
             if not ctx.check_mode:
                 network.ensure(store, name)  # its bridge back after a reboot
-            return {"changed": False, "network": _shown(existing)}
+            return {"changed": False, "network": shown(existing)}
         if ctx.check_mode:
             return {"changed": True}
-        return {"changed": True, "network": _shown(network.ensure(store, name,
+        return {"changed": True, "network": shown(network.ensure(store, name,
                                                                   params.get("subnet")))}
     except (network.NetworkError, StoreError, OSError) as exc:
         return {"failed": True, "changed": False, "msg": str(exc)}

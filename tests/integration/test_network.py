@@ -97,3 +97,26 @@ def test_published_ports(lab, host):
     rules = ssh_run(config, state.hosts[1].address,
                     "iptables -t nat -S | grep -c fleet-port; true", check=False)
     assert rules.strip() == "0", rules
+
+
+def test_network_commands(lab, lab_inventory):
+    import json
+    import subprocess
+    import sys
+    name = "fleet-cli-" + uuid.uuid4().hex[:6]
+
+    def fleet(*args):
+        proc = subprocess.run([sys.executable, "-m", "fleet", "network", args[0], "-i",
+                               lab_inventory, *args[1:], "-o", "json"],
+                              capture_output=True, text=True, timeout=60)
+        return proc.returncode, json.loads(proc.stdout)["hosts"]
+
+    try:
+        code, hosts = fleet("create", "all", name)
+        assert code == 0 and all(h["changed"] for h in hosts), hosts
+        code, hosts = fleet("ls", "all")
+        assert all(any(n["Name"] == name and n["Bridge"].startswith("fl-")
+                       for n in h["networks"]) for h in hosts), hosts
+    finally:
+        code, hosts = fleet("rm", "all", name)
+    assert code == 0 and all(h["changed"] for h in hosts), hosts

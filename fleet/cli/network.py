@@ -1,0 +1,95 @@
+"""fleet network ls / create / rm: container networks on the hosts."""
+
+import click
+
+from fleet.cli.common import (
+    forks_option,
+    inventory_option,
+    limit_option,
+    load_inventory,
+    output_option,
+    print_json,
+    select_hosts,
+)
+from fleet.cli.render import escape, print_table
+from fleet.cli.volume import _on_hosts, _report
+
+
+@click.group()
+def network():
+    """Container networks on the hosts (a bridge and a subnet each).
+
+    \b
+    Example:
+      fleet network ls -i inventories/lab.ini
+    """
+
+
+@network.command(name="ls")
+@inventory_option
+@click.argument("pattern", default="all")
+@limit_option
+@forks_option
+@output_option
+def list_command(inventory_path, pattern, limit, forks, output):
+    """List the networks on PATTERN's hosts.
+
+    \b
+    Example:
+      fleet network ls -i inventories/lab.ini web -o json
+    """
+    inventory = load_inventory(inventory_path)
+    outcomes = _on_hosts(inventory, select_hosts(inventory, pattern, limit), "network_info",
+                         {}, forks)
+    if output == "json":
+        print_json({"hosts": [{"host": host, "ok": error is None,
+                               "networks": (result or {}).get("networks", [])}
+                              for host, (result, error) in outcomes.items()]})
+        return
+    rows, notes = [], []
+    for host, (result, error) in outcomes.items():
+        if error is not None:
+            notes.append(f"[red]{escape(host)}: {escape(str(error))}[/red]")
+            continue
+        for n in result.get("networks", []):
+            rows.append((host, n["Name"], n["Subnet"], n["Bridge"], str(len(n["Containers"]))))
+    print_table(("host", "name", "subnet", "bridge", "containers"), rows, notes=notes)
+
+
+@network.command()
+@inventory_option
+@click.argument("pattern")
+@click.argument("name")
+@click.option("--subnet", default=None, help="IPv4 subnet (default: a free 10.90.N.0/24).")
+@forks_option
+@output_option
+def create(inventory_path, pattern, name, subnet, forks, output):
+    """Create network NAME on PATTERN's hosts.
+
+    \b
+    Example:
+      fleet network create -i inventories/lab.ini all backend --subnet 10.91.0.0/24
+    """
+    inventory = load_inventory(inventory_path)
+    params = {"name": name}
+    if subnet:
+        params["subnet"] = subnet
+    _report(_on_hosts(inventory, select_hosts(inventory, pattern), "network", params, forks),
+            output, "create")
+
+
+@network.command()
+@inventory_option
+@click.argument("pattern")
+@click.argument("name")
+@output_option
+def rm(inventory_path, pattern, name, output):
+    """Remove network NAME from PATTERN's hosts (refused where containers use it).
+
+    \b
+    Example:
+      fleet network rm -i inventories/lab.ini all backend
+    """
+    inventory = load_inventory(inventory_path)
+    _report(_on_hosts(inventory, select_hosts(inventory, pattern), "network",
+                      {"name": name, "state": "absent"}, 32), output, "rm")
