@@ -110,8 +110,23 @@ def list_networks(store):
             if entry.endswith(".json") and not entry.endswith(".ipam.json")]
 
 
+def _routed():
+    """{subnet: device} of the host's IPv4 routes (a subnet in use on the host)."""
+    routed = {}
+    for line in _ip("-4", "route", "show").stdout.splitlines():
+        words = line.split()
+        if words and words[0] != "default" and "dev" in words:
+            try:
+                routed[ipaddress.ip_network(words[0], strict=False)] = \
+                    words[words.index("dev") + 1]
+            except ValueError:
+                continue
+    return routed
+
+
 def _free_subnet(store):
     taken = {ipaddress.ip_network(n["subnet"]) for n in list_networks(store) if n}
+    taken |= set(_routed())
     for index in range(256):
         candidate = ipaddress.ip_network(AUTO_SUBNETS.format(index))
         if not any(candidate.overlaps(other) for other in taken):
@@ -154,6 +169,10 @@ def ensure(store, name=DEFAULT_NETWORK, subnet=None):
                 if other and ipaddress.ip_network(other["subnet"]).overlaps(network):
                     raise NetworkError(f"network {name}: subnet {chosen} overlaps network "
                                        f"{other['name']} ({other['subnet']})")
+            for routed, device in _routed().items():
+                if routed.overlaps(network):
+                    raise NetworkError(f"network {name}: subnet {chosen} overlaps {routed}, "
+                                       f"in use on this host (dev {device})")
             record = {"name": name, "id": hashlib.sha256(os.urandom(32)).hexdigest(),
                       "subnet": str(network), "gateway": str(next(network.hosts())),
                       "bridge": _device(name)}

@@ -72,6 +72,9 @@ def test_published_ports(lab, host):
     base = {"image": image, "store": store, "cgroup_parent": parent, "network_mode": net}
     name = f"fleet-web-{tag}"
     try:
+        made = session.call("network", {"name": net, "subnet": "10.91.8.0/24",
+                                        "store": store})
+        assert not made["failed"], made
         web = session.call("container", dict(base, name=name, ports=["80"], command=[
             "sh", "-c", "mkdir -p /www && echo hello-web > /www/index.html && "
                         "exec httpd -f -p 80 -h /www"]), timeout=60)
@@ -112,7 +115,7 @@ def test_network_commands(lab, lab_inventory):
         return proc.returncode, json.loads(proc.stdout)["hosts"]
 
     try:
-        code, hosts = fleet("create", "all", name)
+        code, hosts = fleet("create", "all", name, "--subnet", "10.91.9.0/24")
         assert code == 0 and all(h["changed"] for h in hosts), hosts
         code, hosts = fleet("ls", "all")
         assert all(any(n["Name"] == name and n["Bridge"].startswith("fl-")
