@@ -33,8 +33,8 @@ def write_etc(config):
         shadow.append(f"{name}:{password}:19000:0:99999:7:::")
         rules.append(f"{name} ALL=(ALL) {rule}")
     write_private(sudoers / "fleetlab", "\n".join(rules) + "\n", 0o440)
-    (etc / "passwd").write_text("\n".join(passwd) + "\n")
-    (etc / "group").write_text("\n".join(group) + "\n")
+    write_if_changed(etc / "passwd", "\n".join(passwd) + "\n")
+    write_if_changed(etc / "group", "\n".join(group) + "\n")
     write_private(etc / "shadow", "\n".join(shadow) + "\n", 0o640)
     hosts = etc / "hosts"
     if not hosts.exists():
@@ -45,10 +45,26 @@ def write_etc(config):
 
 
 def write_private(path, text, mode):
+    """Write ``text`` with ``mode`` unless the file holds it already. Hosts bind-mount
+    these files (so no rename): rewriting one in place would leave a moment in which a
+    running host reads it empty, so an unchanged file is not touched at all."""
+    if not write_if_changed(path, text, mode):
+        os.chmod(path, mode)
+
+
+def write_if_changed(path, text, mode=0o644):
+    """Write ``text`` to ``path`` when it differs from what is there; True if written."""
+    try:
+        with open(path) as handle:
+            if handle.read() == text:
+                return False
+    except FileNotFoundError:
+        pass
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, "w") as handle:
         handle.write(text)
     os.chmod(path, mode)
+    return True
 
 
 def hosts_text(config, hosts):
@@ -71,7 +87,7 @@ def prepare_host_dir(config, index):
         os.chmod(base / "home" / name, 0o700)
         os.chown(base / "home" / name, uid, uid)
     public = keys.ensure_ed25519_key(base / "ssh_host_ed25519_key")
-    (base / "sshd_config").write_text(SSHD_CONFIG.format(
+    write_if_changed(base / "sshd_config", SSHD_CONFIG.format(
         host_key=base / "ssh_host_ed25519_key", authorized_keys=config.authorized_keys_path))
     return public
 

@@ -71,7 +71,7 @@ def _up(config, count, step):
 
     _prepare_dirs(config)
     client_public = keys.ensure_ed25519_key(config.client_key_path)
-    config.authorized_keys_path.write_text(client_public + "\n")
+    hostfiles.write_if_changed(config.authorized_keys_path, client_public + "\n")
     etc_files = hostfiles.write_etc(config)
     host_keys = {}
     for i in range(1, count + 1):
@@ -100,9 +100,9 @@ def _up(config, count, step):
     with open(config.state_dir / "etc" / "hosts", "r+") as handle:
         handle.truncate(0)
         handle.write(hostfiles.hosts_text(config, state.hosts))
-    config.known_hosts_path.write_text(keys.known_hosts_text(
+    hostfiles.write_if_changed(config.known_hosts_path, keys.known_hosts_text(
         [(h.address, 22, host_keys[h.index]) for h in state.hosts]))
-    config.inventory_path.write_text(hostfiles.inventory_text(config, state))
+    hostfiles.write_if_changed(config.inventory_path, hostfiles.inventory_text(config, state))
     state.inventory = str(config.inventory_path)
     state.known_hosts = str(config.known_hosts_path)
     state.client_key = str(config.client_key_path)
