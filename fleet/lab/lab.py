@@ -97,9 +97,8 @@ def _up(config, count, step):
     processes.wait_for_sshd([hosts[i] for i in missing])
 
     # Rewritten in place: hosts see it through a bind mount of this very inode.
-    with open(config.state_dir / "etc" / "hosts", "r+") as handle:
-        handle.truncate(0)
-        handle.write(hostfiles.hosts_text(config, state.hosts))
+    hostfiles.write_if_changed(config.state_dir / "etc" / "hosts",
+                               hostfiles.hosts_text(config, state.hosts))
     hostfiles.write_if_changed(config.known_hosts_path, keys.known_hosts_text(
         [(h.address, 22, host_keys[h.index]) for h in state.hosts]))
     hostfiles.write_if_changed(config.inventory_path, hostfiles.inventory_text(config, state))
