@@ -59,10 +59,14 @@ def test_networks_reach_within_and_not_across(lab, host):
                                    "store": store, "force_kill": True}, timeout=60)
         for name in (first, second):
             session.call("network", {"name": name, "state": "absent", "store": store})
+    from agent_payload.runtime.network import _device, netns_name
+    server_id = server["container"]["Id"]
+    devices = "\\|".join([_device(first), _device(second), "fleetv" + server_id[:8]])
     left = ssh_run(config, state.hosts[1].address,
-                   f"ip netns list | grep -c fleet- ; ip link | grep -c 'fl-\\|fleetv'; "
+                   f"ip netns list | grep -c {netns_name(server_id)}; "
+                   f"ip link | grep -c '{devices}'; "
                    f"iptables -S FORWARD | grep -c 'fleet-net-fleet-n.-{tag}'", check=False)
-    assert left.split()[1:] == ["0", "0"], left  # (other tests' namespaces may exist)
+    assert left.split() == ["0", "0", "0"], left
 
 
 def test_published_ports(lab, host):
