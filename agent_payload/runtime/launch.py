@@ -130,18 +130,24 @@ def _fail(error_w, exc):
         os._exit(EXEC_FAILED)
 
 
+def _enter(plan):
+    """What a container's process and an exec's do first: build the seccomp program
+    (before the root changes: nothing can be imported from the host after), take the pty
+    as the controlling terminal, join the cgroup. Returns the program (None: privileged)."""
+    program = None if plan.get("privileged") else seccomp.build_filter(plan["capabilities"])
+    if plan.get("tty"):
+        os.setsid()  # a session of its own, with the pty on fd 0 as its terminal
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+    for procs in plan.get("cgroup_procs") or []:
+        with open(procs, "w") as handle:
+            handle.write("0")  # "0": the writing process itself
+    return program
+
+
 def _child(plan, error_w):
     """The container's PID 1: its cgroup and namespaces, its root, then exec."""
     try:
-        # Built before the root changes: nothing can be imported from the host after.
-        program = None if plan.get("privileged") else seccomp.build_filter(
-            plan["capabilities"])
-        if plan.get("tty"):
-            os.setsid()  # a session of its own, with the pty on fd 0 as its terminal
-            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-        for procs in plan.get("cgroup_procs") or []:
-            with open(procs, "w") as handle:
-                handle.write("0")  # "0": the writing process itself
+        program = _enter(plan)
         # Unshared here, not in the launcher: pivot_root changes the root of every
         # process in the mount namespace, and the cgroup namespace is rooted at the cgroup
         # the process is in when it is made.
@@ -230,14 +236,7 @@ def _exec_child(plan, fds, error_w):
     """A process of ``docker exec``: the container's cgroup and namespaces, its user,
     capabilities and seccomp filter, then exec."""
     try:
-        program = None if plan.get("privileged") else seccomp.build_filter(
-            plan["capabilities"])
-        if plan.get("tty"):
-            os.setsid()  # a session of its own, with the pty on fd 0 as its terminal
-            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-        for procs in plan.get("cgroup_procs") or []:
-            with open(procs, "w") as handle:
-                handle.write("0")
+        program = _enter(plan)
         for name, nstype in EXEC_NAMESPACES:
             S.setns(fds[name], nstype, name)
         _drop_privileges(plan, program)

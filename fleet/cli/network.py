@@ -8,11 +8,9 @@ from fleet.cli.common import (
     limit_option,
     load_inventory,
     output_option,
-    print_json,
     select_hosts,
 )
-from fleet.cli.render import escape, print_table
-from fleet.cli.volume import _on_hosts, _report
+from fleet.cli.volume import _on_hosts, _report, list_on_hosts
 
 
 @click.group()
@@ -38,22 +36,9 @@ def list_command(inventory_path, pattern, limit, forks, output):
     Example:
       fleet network ls -i inventories/lab.ini web -o json
     """
-    inventory = load_inventory(inventory_path)
-    outcomes = _on_hosts(inventory, select_hosts(inventory, pattern, limit), "network_info",
-                         {}, forks)
-    if output == "json":
-        print_json({"hosts": [{"host": host, "ok": error is None,
-                               "networks": (result or {}).get("networks", [])}
-                              for host, (result, error) in outcomes.items()]})
-        return
-    rows, notes = [], []
-    for host, (result, error) in outcomes.items():
-        if error is not None:
-            notes.append(f"[red]{escape(host)}: {escape(str(error))}[/red]")
-            continue
-        for n in result.get("networks", []):
-            rows.append((host, n["Name"], n["Subnet"], n["Bridge"], str(len(n["Containers"]))))
-    print_table(("host", "name", "subnet", "bridge", "containers"), rows, notes=notes)
+    list_on_hosts(inventory_path, pattern, limit, forks, output, "network_info", "networks",
+                  ("host", "name", "subnet", "bridge", "containers"),
+                  lambda n: (n["Name"], n["Subnet"], n["Bridge"], str(len(n["Containers"]))))
 
 
 @network.command()

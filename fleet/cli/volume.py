@@ -64,12 +64,19 @@ def list_command(inventory_path, pattern, limit, forks, output):
     Example:
       fleet volume ls -i inventories/lab.ini web -o json
     """
+    list_on_hosts(inventory_path, pattern, limit, forks, output, "volume_info", "volumes",
+                  ("host", "name", "driver", "used by"),
+                  lambda v: (v["Name"], v["Driver"], ", ".join(v["UsedBy"])))
+
+
+def list_on_hosts(inventory_path, pattern, limit, forks, output, module, key, headers, row):
+    """Call an *_info module on PATTERN's hosts; print its ``key`` items, a table row each
+    (``row(item)`` after the host) or one JSON document."""
     inventory = load_inventory(inventory_path)
-    outcomes = _on_hosts(inventory, select_hosts(inventory, pattern, limit), "volume_info",
-                         {}, forks)
+    outcomes = _on_hosts(inventory, select_hosts(inventory, pattern, limit), module, {}, forks)
     if output == "json":
         print_json({"hosts": [{"host": host, "ok": error is None,
-                               "volumes": (result or {}).get("volumes", [])}
+                               key: (result or {}).get(key, [])}
                               for host, (result, error) in outcomes.items()]})
         return
     rows, notes = [], []
@@ -77,9 +84,8 @@ def list_command(inventory_path, pattern, limit, forks, output):
         if error is not None:
             notes.append(f"[red]{escape(host)}: {escape(str(error))}[/red]")
             continue
-        for v in result.get("volumes", []):
-            rows.append((host, v["Name"], v["Driver"], ", ".join(v["UsedBy"])))
-    print_table(("host", "name", "driver", "used by"), rows, notes=notes)
+        rows.extend((host, *row(item)) for item in result.get(key, []))
+    print_table(headers, rows, notes=notes)
 
 
 @volume.command()
