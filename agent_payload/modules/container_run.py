@@ -24,6 +24,9 @@ Options:
   volumes_from: other containers (name[:ro|:rw]) whose volumes and binds to mount too.
   ports: docker run -p entries ([[HOST_IP:]HOST_PORT:]PORT[/udp]; no host port: a free
       one), published with iptables' NAT; they need a network (network_mode).
+  expose: ports offered to linked containers (with the image's ExposedPorts).
+  links: other containers on this host (NAME[:ALIAS]): their address in /etc/hosts and,
+      unless link_env is false, Docker's legacy link variables (ALIAS_PORT, ...).
   tmpfs: {path: mount options} of tmpfs mounts.
   network_mode: none (default for now), host, bridge (the default network, fleet0) or the
       name of a network (made by the network module, or on first use).
@@ -63,6 +66,9 @@ CONTAINER_OPTIONS = {
     "volumes": {"type": "list", "elements": "str", "default": []},
     "volumes_from": {"type": "list", "elements": "str", "default": []},
     "ports": {"type": "list", "elements": "str", "default": []},
+    "expose": {"type": "list", "elements": "str", "default": []},
+    "links": {"type": "list", "elements": "str", "default": []},
+    "link_env": {"type": "bool", "default": True},
     "tmpfs": {"type": "dict", "default": {}},
     "network_mode": {"type": "str", "default": "none"},
     "cgroup_parent": {"type": "str"},

@@ -89,6 +89,8 @@ def plan_container(store, record, options, container_id):
     if not workdir.startswith("/"):
         raise RunError(f"working_dir {workdir!r} is not an absolute path")
     directory = os.path.join(store.root, "containers", container_id)
+    links = _links(store, options.get("links") or [], options.get("name") or hostname,
+                   network_mode, options.get("link_env", True))
     return {
         "id": container_id,
         "rootfs": os.path.join(directory, "rootfs"),
@@ -100,7 +102,12 @@ def plan_container(store, record, options, container_id):
         "hostname": hostname,
         "argv": spec.process_argv(image_config, options.get("entrypoint"),
                                   options.get("command")),
-        "env": spec.environment(image_config, options.get("env"), hostname, home),
+        "env": spec.environment(image_config, options.get("env"), hostname, home)
+        + [item for link in links for item in link["env"]],
+        "links": [{"names": link["names"], "address": link["address"]} for link in links],
+        "exposed": sorted(set(image_config.get("ExposedPorts") or {})
+                          | {p if "/" in str(p) else f"{p}/tcp"
+                             for p in options.get("expose") or []}),
         "uid": uid, "gid": gid, "groups": groups,
         "working_dir": workdir,
         "capabilities": spec.capabilities(options.get("cap_add"), options.get("cap_drop"),
@@ -209,6 +216,29 @@ def remove_anonymous_volumes(plan):
             shutil.rmtree(os.path.dirname(mount["source"]), ignore_errors=True)
 
 
+def _links(store, entries, linker, network_mode, with_env):
+    """Other containers named by ``links`` (NAME[:ALIAS]): their names and address for
+    /etc/hosts and, unless ``with_env`` is false, Docker's legacy link variables."""
+    if entries and network_mode in ("none", "host"):
+        raise RunError("links need a network (network_mode bridge or a network's name)")
+    links = []
+    for entry in entries:
+        name, _, alias = str(entry).partition(":")
+        found = find_container(store, name)
+        if found is None:
+            raise RunError(f"links: no container named {name} on this host")
+        config = found[1]
+        addresses = [n["IPAddress"] for n in (config.get("network_settings") or {}).values()]
+        if not addresses:
+            raise RunError(f"links: container {name} has no network address")
+        alias = alias or name
+        env = spec.link_env(alias, linker, addresses[0], config.get("exposed") or [],
+                            config.get("env") or []) if with_env else []
+        links.append({"names": f"{alias} {name}" if alias != name else name,
+                      "address": addresses[0], "env": env})
+    return links
+
+
 def network_of(plan):
     """The network a plan's container joins (None for none and host)."""
     mode = plan["network_mode"]
@@ -233,7 +263,9 @@ def join_network(store, plan):
     plan["network_settings"] = {name: {k: v for k, v in settings.items()
                                        if k not in ("netns", "Ports")}}
     with open(plan["etc_files"]["hosts"], "w") as handle:
-        handle.write(spec.hosts_file(plan["hostname"], settings["IPAddress"]))
+        handle.write(spec.hosts_file(plan["hostname"], settings["IPAddress"],
+                                     [(link["names"], link["address"])
+                                      for link in plan.get("links") or []]))
     return settings
 
 

@@ -338,3 +338,25 @@ def parse_port(text):
     if not 0 < port < 65536 or not 0 <= host < 65536:
         raise SpecError(f"ports: {text!r}: ports are 1 to 65535")
     return {"host_ip": host_ip, "host_port": host, "port": port, "proto": proto}
+
+
+def link_env(alias, linker, address, exposed, target_env):
+    """Docker's legacy link variables for target ``alias`` at ``address``: ALIAS_PORT,
+    ALIAS_PORT_<port>_<PROTO>[_ADDR|_PORT|_PROTO], ALIAS_NAME, ALIAS_ENV_<VAR> (the
+    target's environment but HOME and PATH). ``exposed``: ["5432/tcp", ...]."""
+    prefix = "".join(c if c.isalnum() else "_" for c in alias).upper()
+    env = [f"{prefix}_NAME=/{linker}/{alias}"]
+    ports = sorted(exposed, key=lambda p: (int(p.split("/")[0]), p))
+    if ports:
+        first, proto = ports[0].split("/") if "/" in ports[0] else (ports[0], "tcp")
+        env.append(f"{prefix}_PORT={proto}://{address}:{first}")
+    for entry in ports:
+        port, proto = entry.split("/") if "/" in entry else (entry, "tcp")
+        key = f"{prefix}_PORT_{port}_{proto.upper()}"
+        env += [f"{key}={proto}://{address}:{port}", f"{key}_ADDR={address}",
+                f"{key}_PORT={port}", f"{key}_PROTO={proto}"]
+    for item in target_env:
+        name, _, value = item.partition("=")
+        if name not in ("HOME", "PATH"):
+            env.append(f"{prefix}_ENV_{name}={value}")
+    return env

@@ -127,3 +127,39 @@ def test_network_commands(lab, lab_inventory):
     finally:
         code, hosts = fleet("rm", "all", name)
     assert code == 0 and all(h["changed"] for h in hosts), hosts
+
+
+def test_links_on_one_host(lab, host):
+    session, store, parent, image, tag = host
+    net = f"fleet-nl-{tag}"
+    base = {"image": image, "store": store, "cgroup_parent": parent, "network_mode": net}
+    db = f"fleet-db-{tag}"
+    try:
+        made = session.call("network", {"name": net, "subnet": "10.91.10.0/24",
+                                        "store": store})
+        assert not made["failed"], made
+        target = session.call("container", dict(base, name=db, expose=["80"], init=True,
+                                                env={"SECRET_MODE": "x", "HOME": "/h"},
+                                                command=["sh", "-c", "mkdir -p /www && echo db-here"
+                                                         " > /www/index.html && exec httpd -f "
+                                                         "-p 80 -h /www"]), timeout=60)
+        address = target["container"]["NetworkSettings"]["IPAddress"]
+        linked = session.call("container_run", dict(base, links=[f"{db}:dbapp"], command=[
+            "sh", "-c", "grep dbapp /etc/hosts; echo $DBAPP_PORT $DBAPP_PORT_80_TCP_ADDR "
+                        "$DBAPP_ENV_SECRET_MODE ${DBAPP_ENV_HOME:-nohome}; "
+                        "wget -qO- http://dbapp/"]), timeout=60)
+        lines = linked["stdout"].splitlines()
+        assert lines[0].split() == [address, "dbapp", db], linked
+        assert lines[1].split() == [f"tcp://{address}:80", address, "x", "nohome"], linked
+        assert lines[2] == "db-here", linked
+        quiet = session.call("container_run", dict(
+            base, links=[f"{db}:dbapp"], link_env=False,
+            command=["sh", "-c", "echo ${DBAPP_PORT:-none}"]))
+        assert quiet["stdout"].strip() == "none", quiet
+        missing = session.call("container_run", dict(base, links=["fleet-nobody"],
+                                                     command=["true"]))
+        assert missing["failed"] and "no container named fleet-nobody" in missing["msg"]
+    finally:
+        session.call("container", {"name": db, "state": "absent", "store": store,
+                                   "force_kill": True}, timeout=60)
+        session.call("network", {"name": net, "state": "absent", "store": store})

@@ -188,3 +188,15 @@ def test_parse_port(text, expected):
 def test_parse_port_refuses(text):
     with pytest.raises(SpecError, match="ports: "):
         spec.parse_port(text)
+
+
+def test_link_env_as_docker_writes_it():
+    env = spec.link_env("db-app", "web", "10.90.0.5", ["5432/tcp", "80/tcp"],
+                        ["PATH=/bin", "HOME=/root", "PGDATA=/data"])
+    assert env == [
+        "DB_APP_NAME=/web/db-app", "DB_APP_PORT=tcp://10.90.0.5:80",
+        "DB_APP_PORT_80_TCP=tcp://10.90.0.5:80", "DB_APP_PORT_80_TCP_ADDR=10.90.0.5",
+        "DB_APP_PORT_80_TCP_PORT=80", "DB_APP_PORT_80_TCP_PROTO=tcp",
+        "DB_APP_PORT_5432_TCP=tcp://10.90.0.5:5432", "DB_APP_PORT_5432_TCP_ADDR=10.90.0.5",
+        "DB_APP_PORT_5432_TCP_PORT=5432", "DB_APP_PORT_5432_TCP_PROTO=tcp",
+        "DB_APP_ENV_PGDATA=/data"]
