@@ -11,8 +11,9 @@ A container's namespace is /run/netns/fleet-ID12 (``ip netns``): eth0 (the veth'
 end, a Docker-style MAC from its address) with the address and a default route through
 the gateway, lo up. Its PID 1 joins it (launch.py). Removing the namespace removes both
 veth ends. Networks are kept apart: IPv4 forwarding is a host setting, so where iptables
-exists every fleet bridge gets FORWARD rules (comment fleet-net) that drop traffic
-between it and any other interface.
+exists every fleet bridge gets FORWARD rules (comment fleet-net-NAME) that drop traffic
+between it and any other fleet bridge; outbound traffic is masqueraded behind the host's
+address (a network option turns that off, and then nothing leaves the bridge).
 """
 
 import fcntl
@@ -134,23 +135,71 @@ def _free_subnet(store):
     raise NetworkError("no free 10.90.N.0/24 subnet left: give the network a subnet")
 
 
+def _rules(record):
+    """The network's iptables rules as (table, chain, rule), in the order they stand.
+
+    Inbound, only replies and published ports (their own ACCEPTs, inserted before these)
+    reach the bridge. Outbound, with masquerading (the default) a container reaches other
+    hosts through the host's address, but never another fleet network; without it,
+    nothing leaves the bridge."""
+    device = record["bridge"]
+    comment = ["-m", "comment", "--comment", f"fleet-net-{record['name']}"]
+    rules = [("filter", "FORWARD", ["!", "-i", device, "-o", device, *comment, "-j", "DROP"])]
+    if record.get("masquerade", True):
+        rules += [
+            ("filter", "FORWARD", ["-i", device, "-o", device, *comment, "-j", "ACCEPT"]),
+            ("filter", "FORWARD", ["-i", device, "-o", DEFAULT_DEVICE, *comment, "-j", "DROP"]),
+            ("filter", "FORWARD", ["-i", device, "-o", "fl-+", *comment, "-j", "DROP"]),
+            ("nat", "POSTROUTING", ["-s", record["subnet"], "!", "-o", device, *comment,
+                                    "-j", "MASQUERADE"]),
+        ]
+    else:
+        rules.append(("filter", "FORWARD", ["-i", device, "!", "-o", device, *comment,
+                                            "-j", "DROP"]))
+    return rules
+
+
 def _bring_up(record):
-    """Create the bridge (again, after a reboot) with its gateway address."""
+    """Create the bridge (again, after a reboot) with its gateway address, and its rules."""
     device = record["bridge"]
     if _ip("link", "show", device, check=False).returncode != 0:
         _ip("link", "add", device, "type", "bridge")
         prefix = ipaddress.ip_network(record["subnet"]).prefixlen
         _ip("addr", "add", f"{record['gateway']}/{prefix}", "dev", device)
     _ip("link", "set", device, "up")
-    tag = f"fleet-net-{record['name']}"
-    for direction in (("-i", device, "!", "-o", device), ("!", "-i", device, "-o", device)):
-        rule = ["FORWARD", *direction, "-m", "comment", "--comment", tag, "-j", "DROP"]
-        checked = _iptables("-C", *rule)
-        if checked is not None and checked.returncode != 0:
-            _iptables("-I", *rule)
+    if shutil.which("iptables") is None:
+        return
+    if record.get("masquerade", True):
+        with open("/proc/sys/net/ipv4/ip_forward", "w") as handle:
+            handle.write("1")  # a host setting, as Docker sets it; the rules keep order
+    _accept_replies()
+    for table, chain, rule in reversed(_rules(record)):  # each -I lands above the last
+        if _iptables("-t", table, "-C", chain, *rule).returncode != 0:
+            # below the replies rule, which must stay above every network's drops
+            position = _below_replies() if chain == "FORWARD" else "1"
+            _iptables("-t", table, "-I", chain, position, *rule)
 
 
-def ensure(store, name=DEFAULT_NETWORK, subnet=None):
+def _below_replies():
+    """The FORWARD rule number just below the replies rule."""
+    rules = [line for line in _iptables("-S", "FORWARD").stdout.splitlines()
+             if line.startswith("-A ")]
+    for number, line in enumerate(rules, 1):
+        if "fleet-replies" in line:
+            return str(number + 1)
+    return "1"
+
+
+def _accept_replies():
+    """Replies to what containers sent (and to their published ports) come back in: one
+    conntrack rule on top of FORWARD, shared by every network (made once)."""
+    replies = ["FORWARD", "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED",
+               "-m", "comment", "--comment", "fleet-replies", "-j", "ACCEPT"]
+    if _iptables("-C", *replies).returncode != 0:
+        _iptables("-I", *replies)
+
+
+def ensure(store, name=DEFAULT_NETWORK, subnet=None, masquerade=True):
     """The network ``name`` (made if missing, its bridge up); its record."""
     _check_name(name)
     with _Locked(store):
@@ -175,7 +224,7 @@ def ensure(store, name=DEFAULT_NETWORK, subnet=None):
                                        f"in use on this host (dev {device})")
             record = {"name": name, "id": hashlib.sha256(os.urandom(32)).hexdigest(),
                       "subnet": str(network), "gateway": str(next(network.hosts())),
-                      "bridge": _device(name)}
+                      "bridge": _device(name), "masquerade": bool(masquerade)}
             _write(os.path.join(_dir(store), f"{name}.json"), record)
         _bring_up(record)
         return record
@@ -191,11 +240,9 @@ def remove(store, name):
         if used:
             raise NetworkError(f"network {name} is in use by {len(used)} container(s)")
         _ip("link", "del", record["bridge"], check=False)
-        tag = f"fleet-net-{name}"
-        device = record["bridge"]
-        for direction in (("-i", device, "!", "-o", device), ("!", "-i", device, "-o", device)):
-            _iptables("-D", "FORWARD", *direction, "-m", "comment", "--comment", tag,
-                      "-j", "DROP")
+        if shutil.which("iptables") is not None:
+            for table, chain, rule in _rules(record):
+                _iptables("-t", table, "-D", chain, *rule)
         for suffix in (".json", ".ipam.json"):
             try:
                 os.unlink(os.path.join(_dir(store), name + suffix))
@@ -327,10 +374,7 @@ def publish(container_id, address, mappings):
         if mappings:
             with open("/proc/sys/net/ipv4/ip_forward", "w") as handle:
                 handle.write("1")  # what reaches the host's port goes on to the bridge
-            replies = ["FORWARD", "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED",
-                       "-m", "comment", "--comment", "fleet-replies", "-j", "ACCEPT"]
-            if _iptables("-C", *replies).returncode != 0:
-                _iptables("-I", *replies)
+            _accept_replies()
         for mapping in mappings:
             mapping = dict(mapping, host_port=_free_port(mapping["host_ip"], mapping["proto"],
                                                          mapping["host_port"]))

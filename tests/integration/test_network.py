@@ -163,3 +163,70 @@ def test_links_on_one_host(lab, host):
         session.call("container", {"name": db, "state": "absent", "store": store,
                                    "force_kill": True}, timeout=60)
         session.call("network", {"name": net, "state": "absent", "store": store})
+
+
+STUB_SERVER = """
+import socket, sys
+server = socket.socket()
+server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+server.bind(("0.0.0.0", int(sys.argv[1])))
+server.listen(4)
+server.settimeout(30)
+while True:
+    try:
+        conn, peer = server.accept()
+    except OSError:
+        break
+    conn.sendall(peer[0].encode() + b"\\n")
+    conn.close()
+"""
+
+
+def test_masquerading_to_a_stub_outside(lab, host):
+    """Outbound traffic leaves with the host's address; a network without masquerading
+    lets nothing out. The "outside" is a namespace on the lab's own subnet."""
+    import ipaddress
+    import subprocess
+    import sys
+    config, state = lab
+    session, store, parent, image, tag = host
+    stub, outer, inner = f"fleet-stub-{tag}", f"fsv{tag[:8]}", f"fsp{tag[:8]}"
+    stub_ip = str(ipaddress.ip_network(config.subnet)[250])
+    port = 18000 + int(tag[:3], 16) % 1000
+    server = None
+
+    def sh(*argv):
+        subprocess.run(argv, check=True, capture_output=True)
+
+    try:
+        sh("ip", "netns", "add", stub)
+        sh("ip", "link", "add", outer, "type", "veth", "peer", "name", inner)
+        sh("ip", "link", "set", inner, "netns", stub)
+        sh("ip", "link", "set", outer, "master", config.bridge, "up")
+        sh("ip", "-n", stub, "addr", "add",
+           f"{stub_ip}/{ipaddress.ip_network(config.subnet).prefixlen}", "dev", inner)
+        sh("ip", "-n", stub, "link", "set", inner, "up")
+        server = subprocess.Popen(["ip", "netns", "exec", stub, sys.executable, "-c",
+                                   STUB_SERVER, str(port)])
+        results = {}
+        for masquerade in (True, False):
+            net = f"fleet-nm{int(masquerade)}-{tag}"
+            made = session.call("network", {"name": net, "masquerade": masquerade,
+                                            "subnet": f"10.91.{11 + int(masquerade)}.0/24",
+                                            "store": store})
+            assert not made["failed"], made
+            out = session.call("container_run", {
+                "image": image, "store": store, "cgroup_parent": parent,
+                "network_mode": net, "command": ["sh", "-c", "for i in 1 2 3; do "
+                                                 f"nc -w 1 {stub_ip} {port} && break; "
+                                                 "sleep 0.2; done; true"]}, timeout=60)
+            results[masquerade] = out["stdout"].strip()
+            session.call("network", {"name": net, "state": "absent", "store": store})
+        assert results[True] == state.hosts[1].address, results  # the host's address
+        assert results[False] == "", results
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(10)
+        subprocess.run(["ip", "netns", "del", stub], capture_output=True)
+        subprocess.run(["ip", "link", "del", outer], capture_output=True)
