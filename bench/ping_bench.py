@@ -43,6 +43,14 @@ def fleet_bin():
     return str(candidate) if candidate.exists() else shutil.which("fleet")
 
 
+def bench_lab(fleet, hosts):
+    """Bring the lab up with ``hosts`` hosts; (its inventory path, its plain registry)."""
+    subprocess.run([fleet, "lab", "up", "--hosts", str(hosts), "-o", "json"], check=True,
+                   stdout=subprocess.DEVNULL)
+    inventory = LAB / "inventory.ini"
+    return str(inventory), inventory.read_text().split("fleet_lab_registry=")[1].split()[0]
+
+
 def lab_hosts():
     hosts = []
     for line in (LAB / "inventory.ini").read_text().splitlines():

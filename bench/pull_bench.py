@@ -38,7 +38,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from ping_bench import LAB, fleet_bin, precompile  # noqa: E402
+from ping_bench import LAB, bench_lab, fleet_bin, precompile  # noqa: E402
 from results import replace_section  # noqa: E402
 
 WORK = Path("/var/tmp/fleet-bench-pull")
@@ -184,12 +184,8 @@ def main():
     args = parser.parse_args()
     precompile()
     fleet = fleet_bin()
-    subprocess.run([fleet, "lab", "up", "--hosts", "2", "-o", "json"], check=True,
-                   stdout=subprocess.DEVNULL)
-    inventory = str(LAB / "inventory.ini")
-    text = (LAB / "inventory.ini").read_text()
-    registry = text.split("fleet_lab_registry=")[1].split()[0]
-    address = text.split("lab01 ansible_host=")[1].split()[0]
+    inventory, registry = bench_lab(fleet, 2)
+    address = (LAB / "inventory.ini").read_text().split("lab01 ansible_host=")[1].split()[0]
     base = build_layer()
     extra = build_layer(extra=True)
     base_id = (WORK / "base.diffid").read_text()

@@ -36,7 +36,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from ping_bench import LAB, fleet_bin, precompile  # noqa: E402
+from ping_bench import LAB, bench_lab, fleet_bin, precompile  # noqa: E402
 from pull_bench import podman_command, remove_runtime_dirs  # noqa: E402
 from results import replace_section  # noqa: E402
 
@@ -166,10 +166,7 @@ def main():
     args = parser.parse_args()
     precompile()
     fleet = fleet_bin()
-    subprocess.run([fleet, "lab", "up", "--hosts", "2", "-o", "json"], check=True,
-                   stdout=subprocess.DEVNULL)
-    inventory = str(LAB / "inventory.ini")
-    registry = (LAB / "inventory.ini").read_text().split("fleet_lab_registry=")[1].split()[0]
+    inventory, registry = bench_lab(fleet, 2)
     image, host = f"{registry}/busybox:latest", "lab01"
     subprocess.run([fleet, "pull", "-i", inventory, host, image], check=True,
                    stdout=subprocess.DEVNULL)

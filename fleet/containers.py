@@ -3,20 +3,19 @@ start / stop / remove of existing ones (the container module does the work)."""
 
 import datetime
 
-from fleet.remote import call_module
-from fleet.transport.pool import run_parallel
+from fleet.remote import call_module, call_on_hosts
 
 
 def list_containers(inventory, hosts, include_stopped=False, forks=32):
     """{host: (inspect objects, error)} for every host, in order."""
-
-    def one(host):
-        result = call_module(inventory, host, "container_info", {"all": include_stopped})
-        if result.get("failed"):
-            raise RuntimeError(result.get("msg"))
-        return result["containers"]
-
-    return run_parallel(hosts, one, forks)
+    found = {}
+    for host, (result, error) in call_on_hosts(inventory, hosts, "container_info",
+                                               lambda _: {"all": include_stopped},
+                                               forks).items():
+        if error is None and result.get("failed"):
+            error = RuntimeError(result.get("msg"))
+        found[host] = (None if error else result["containers"], error)
+    return found
 
 
 def on_host(inventory, host, module, params):

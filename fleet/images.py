@@ -7,8 +7,7 @@ and the credentials from ``fleet login``; none of them is ever part of a result.
 
 from dataclasses import dataclass, field
 
-from fleet.remote import call_module
-from fleet.transport.pool import run_parallel
+from fleet.remote import call_on_hosts
 
 
 @dataclass
@@ -50,12 +49,9 @@ def run_on_hosts(inventory, hosts, module, params_for, forks=32, timeout=10.0, o
     ``on_event(host, event)`` receives the module's progress events as they come.
     """
 
-    def one(host):
-        return call_module(inventory, host, module, params_for(host), timeout,
-                           (lambda e: on_event(host, e)) if on_event else None)
-
     outcomes = []
-    for host, (result, error) in run_parallel(hosts, one, forks).items():
+    for host, (result, error) in call_on_hosts(inventory, hosts, module, params_for, forks,
+                                               timeout, on_event).items():
         if error is not None:
             outcomes.append(HostOutcome(host, False, msg=str(error)))
             continue

@@ -1,6 +1,7 @@
-"""One payload call on one host, outside a playbook: what the image and container
-commands build on."""
+"""Payload calls outside a playbook, on one host or many: what the image, container,
+volume and network commands build on."""
 
+from fleet.transport.pool import run_parallel
 from fleet.transport.session import Session
 from fleet.transport.targets import target_for
 
@@ -17,3 +18,15 @@ def call_module(inventory, host, module, params, timeout=10.0, on_event=None):
         return request.wait(on_progress=on_event)
     finally:
         session.close()
+
+
+def call_on_hosts(inventory, hosts, module, params_for, forks=32, timeout=10.0,
+                  on_event=None):
+    """``module`` with ``params_for(host)`` on every host, ``forks`` at a time; return
+    {host: (result, error)} in host order. ``on_event(host, event)`` gets progress."""
+
+    def one(host):
+        return call_module(inventory, host, module, params_for(host), timeout,
+                           (lambda e: on_event(host, e)) if on_event else None)
+
+    return run_parallel(hosts, one, forks)

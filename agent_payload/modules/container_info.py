@@ -16,7 +16,7 @@ import os
 
 from agent_payload import jsonwire
 from agent_payload.oci.store import Store, StoreError
-from agent_payload.runtime import containers, supervise
+from agent_payload.runtime import containers, records
 
 ARGUMENT_SPEC = {
     "name": {"type": "str"},
@@ -33,7 +33,7 @@ def _log_entries(directory, tail, offset=None):
     """(entries, the offset up to which they were read)."""
     limit = min(tail, MAX_LOG_ENTRIES) if tail is not None and tail >= 0 else MAX_LOG_ENTRIES
     try:
-        with open(os.path.join(directory, supervise.LOG), "rb") as handle:
+        with open(os.path.join(directory, records.LOG), "rb") as handle:
             if offset:
                 handle.seek(offset)
             data = handle.read()

@@ -16,9 +16,9 @@ import time
 
 from agent_payload import cgroups
 from agent_payload.oci.store import Store
-from agent_payload.runtime import health, monitor, spec, supervise
+from agent_payload.runtime import health, monitor, records, spec
 from agent_payload.runtime import run as runner
-from agent_payload.runtime.supervise import read_json, update_state
+from agent_payload.runtime.records import read_json, update_state
 
 STOP_SIGNALS = {name: getattr(signal, name) for name in dir(signal)
                 if name.startswith("SIG") and not name.startswith("SIG_")
@@ -69,7 +69,7 @@ def create(store, name, image, options):
             health.HealthError) as exc:
         raise ContainerError(str(exc)) from None
     parent = options.get("cgroup_parent") or cgroups.DEFAULT_PARENT
-    plan.update(name=name, image=image, image_id=record["id"], created=supervise.now(),
+    plan.update(name=name, image=image, image_id=record["id"], created=records.now(),
                 options=options, restart_policy=options.get("restart_policy") or "no",
                 stop_signal=options.get("stop_signal") or image_config.get("StopSignal")
                 or "SIGTERM", auto_remove=bool(options.get("auto_remove")),
@@ -79,7 +79,7 @@ def create(store, name, image, options):
         runner.prepare_volumes(plan)
         cgroups.open_driver().cgroup(parent, container_id).create(limits)
         runner.join_network(store, plan)
-        supervise.write_json(os.path.join(directory, "config.json"), plan)
+        records.write_json(os.path.join(directory, "config.json"), plan)
         update_state(directory, status="created", running=False, pid=0, exit_code=0,
                      restart_count=0, started_at="0001-01-01T00:00:00Z",
                      finished_at="0001-01-01T00:00:00Z", oom_killed=False, error="")
@@ -109,7 +109,7 @@ def state(directory, version=None):
     """The container's state.json, checked against the processes it names. A container
     whose monitor died is taken up by a new one when ``version`` (the payload's) is
     given and its PID 1 still runs; else it is marked exited, its code unknown (-1)."""
-    current = read_json(os.path.join(directory, supervise.STATE), {}) or {}
+    current = read_json(os.path.join(directory, records.STATE), {}) or {}
     if current.get("status") in ("running", "restarting") and not _alive(
             current.get("supervisor")):
         if _alive(current.get("pid")):
@@ -117,11 +117,11 @@ def state(directory, version=None):
             if version is not None:
                 path = monitor.ensure(version, runner.payload_root(), _store_root(directory))
                 monitor.start_container(path, directory, op="adopt")
-                current = read_json(os.path.join(directory, supervise.STATE), {}) or {}
+                current = read_json(os.path.join(directory, records.STATE), {}) or {}
         else:
             current = update_state(directory, status="exited", running=False, pid=0,
                                    exit_code=-1, error="supervisor lost",
-                                   finished_at=supervise.now(), supervisor=0)
+                                   finished_at=records.now(), supervisor=0)
     return current
 
 
@@ -130,17 +130,21 @@ def start(directory, version, python=None, wait=10.0):
     current = state(directory)
     if current.get("status") == "running":
         return current
-    stop_file = os.path.join(directory, supervise.STOP)
+    stop_file = os.path.join(directory, records.STOP)
     if os.path.exists(stop_file):
         os.unlink(stop_file)
     update_state(directory, status="starting")
-    path = monitor.ensure(version, runner.payload_root(), _store_root(directory), python)
-    monitor.start_container(path, directory)
+    try:
+        path = monitor.ensure(version, runner.payload_root(), _store_root(directory), python)
+        monitor.start_container(path, directory)
+    except OSError as exc:  # not left "starting" for ever: it never ran
+        update_state(directory, status=current.get("status") or "created", error=str(exc))
+        raise ContainerError(f"cannot start: {exc}") from None
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         if not os.path.isdir(directory):
             return {"status": "removed"}  # it ran, ended and removed itself (auto_remove)
-        current = read_json(os.path.join(directory, supervise.STATE), {}) or {}
+        current = read_json(os.path.join(directory, records.STATE), {}) or {}
         if current.get("status") in ("running", "exited"):
             if current.get("status") == "exited" and current.get("error"):
                 raise ContainerError(current["error"])
@@ -154,7 +158,7 @@ def stop(directory, config, timeout=10.0):
     """Send the stop signal to PID 1, SIGKILL everything after ``timeout`` seconds; wait
     until the supervisor has recorded the exit."""
     current = state(directory)
-    with open(os.path.join(directory, supervise.STOP), "w"):
+    with open(os.path.join(directory, records.STOP), "w"):
         pass  # no restart after this exit
     if current.get("status") not in ("running", "restarting"):
         return False
@@ -244,7 +248,7 @@ def inspect(directory, config):
         "ResolvConfPath": config["etc_files"]["resolv.conf"],
         "HostnamePath": config["etc_files"]["hostname"],
         "HostsPath": config["etc_files"]["hosts"],
-        "LogPath": os.path.join(directory, supervise.LOG),
+        "LogPath": os.path.join(directory, records.LOG),
         "Name": "/" + config["name"],
         "RestartCount": current.get("restart_count", 0),
         "Driver": "overlay",

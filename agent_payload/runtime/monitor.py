@@ -14,7 +14,7 @@ stdio on /dev/null, so it outlives the SSH connection). It listens on a unix soc
 ``{"op": "start", "dir": DIR}`` starts the container in DIR and answers ``{"ok": true}``
 or ``{"error": ...}``; ``{"op": "ping"}``. As the child subreaper of every container's
 PID 1 it learns their exits (SIGCHLD through the interpreter's wakeup fd), writes
-state.json (supervise.py), appends the output to container.log in Docker's json-file
+state.json (records.py), appends the output to container.log in Docker's json-file
 format, runs healthchecks (health.py) and restarts containers per their policy with
 Docker's back-off. It leaves after IDLE_EXIT seconds with no container to watch.
 """
@@ -27,9 +27,9 @@ import sys
 import time
 
 from agent_payload import cgroups, jsonwire, syscalls
-from agent_payload.runtime import launch, supervise
+from agent_payload.runtime import launch, records
 from agent_payload.runtime.health import Checker
-from agent_payload.runtime.supervise import STOP, now, update_state
+from agent_payload.runtime.records import STOP, now, update_state
 
 RUN_DIR = "/run/fleet"
 IDLE_EXIT = 600.0
@@ -108,13 +108,13 @@ class Watched:
 
     def __init__(self, directory):
         self.directory = directory
-        self.plan = supervise.read_json(os.path.join(directory, "config.json"))
+        self.plan = records.read_json(os.path.join(directory, "config.json"))
         self.cgroup = None
         if self.plan.get("cgroup"):
             self.cgroup = cgroups.open_driver().cgroup(self.plan["cgroup"]["parent"],
                                                        self.plan["cgroup"]["name"])
         self.plan["cgroup_procs"] = self.cgroup.procs_files if self.cgroup else []
-        self.log = supervise.Log(os.path.join(directory, supervise.LOG))
+        self.log = records.Log(os.path.join(directory, records.LOG))
         self.checker = None
         if self.plan.get("healthcheck"):
             exec_plan = {key: self.plan.get(key) for key in (
@@ -126,7 +126,7 @@ class Watched:
         self.readers = {}  # fd -> stream name
         self.check_fd = None
         self.restarts = 0
-        self.backoff = supervise.BACKOFF_START
+        self.backoff = records.BACKOFF_START
         self.restart_at = None
         self.started = None
         self.adopted = False  # its PID 1 is not our child: we see it end, not its code
@@ -134,12 +134,17 @@ class Watched:
     def _fifos(self):
         """(read ends for us, read-write ends for PID 1) of the stdout and stderr FIFOs."""
         ours, theirs = [], []
-        for name in FIFOS:
-            path = os.path.join(self.directory, name + ".fifo")
-            if not os.path.exists(path):
-                os.mkfifo(path, 0o600)
-            ours.append(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC))
-            theirs.append(os.open(path, os.O_RDWR | os.O_CLOEXEC))
+        try:
+            for name in FIFOS:
+                path = os.path.join(self.directory, name + ".fifo")
+                if not os.path.exists(path):
+                    os.mkfifo(path, 0o600)
+                ours.append(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC))
+                theirs.append(os.open(path, os.O_RDWR | os.O_CLOEXEC))
+        except OSError:
+            for fd in ours + theirs:  # the monitor lives on: no descriptor may leak
+                os.close(fd)
+            raise
         return ours, theirs
 
     def launch(self):
@@ -232,12 +237,12 @@ class Watched:
         update_state(self.directory, status="exited", running=False, pid=0, exit_code=code,
                      oom_killed=oom, finished_at=now())
         stopped = os.path.exists(os.path.join(self.directory, STOP))
-        if supervise.should_restart(self.plan.get("restart_policy"), code, self.restarts,
+        if records.should_restart(self.plan.get("restart_policy"), code, self.restarts,
                                     stopped):
-            if time.monotonic() - self.started > supervise.BACKOFF_RESET:
-                self.backoff = supervise.BACKOFF_START
+            if time.monotonic() - self.started > records.BACKOFF_RESET:
+                self.backoff = records.BACKOFF_START
             self.restart_at = time.monotonic() + self.backoff
-            self.backoff = min(self.backoff * 2, supervise.BACKOFF_MAX)
+            self.backoff = min(self.backoff * 2, records.BACKOFF_MAX)
             update_state(self.directory, status="restarting", restarting=True)
             return self.restart_at
         update_state(self.directory, supervisor=0, restarting=False)
@@ -303,7 +308,7 @@ class Monitor:
         """Take up a running container whose monitor died."""
         if directory in self.watched:
             return
-        state = supervise.read_json(os.path.join(directory, supervise.STATE), {}) or {}
+        state = records.read_json(os.path.join(directory, records.STATE), {}) or {}
         if not state.get("pid"):
             raise OSError("the container is not running")
         watched = Watched(directory)

@@ -226,7 +226,8 @@ def ensure(store, name=DEFAULT_NETWORK, subnet=None, masquerade=True):
                       "subnet": str(network), "gateway": str(next(network.hosts())),
                       "bridge": _device(name), "masquerade": bool(masquerade)}
             _write(os.path.join(_dir(store), f"{name}.json"), record)
-        _bring_up(record)
+        if not os.path.isdir(f"/sys/class/net/{record['bridge']}"):
+            _bring_up(record)  # new, or gone with a reboot (its rules went with it)
         return record
 
 

@@ -277,23 +277,30 @@ def leave_network(store, plan):
 
 
 def write_dir(plan, host_resolv="/etc/resolv.conf"):
+    """Make the container's directory (rootfs, upper, work, the /etc files, config.json);
+    on a failure half-way it is removed again."""
     directory = os.path.dirname(plan["rootfs"])
     os.makedirs(os.path.dirname(directory), mode=0o700, exist_ok=True)
     os.mkdir(directory, 0o700)
-    for sub in ("rootfs", "upper", "work"):
-        os.mkdir(os.path.join(directory, sub), 0o755)
     try:
-        with open(host_resolv) as handle:
-            resolv = handle.read()
-    except OSError:
-        resolv = ""
-    texts = {"hostname": plan["hostname"] + "\n", "hosts": spec.hosts_file(plan["hostname"]),
-             "resolv.conf": spec.resolv_conf(resolv, plan["network_mode"])}
-    for name, text in texts.items():
-        with open(plan["etc_files"][name], "w") as handle:
-            handle.write(text)
-    with open(os.path.join(directory, "config.json"), "w") as handle:
-        json.dump(plan, handle)
+        for sub in ("rootfs", "upper", "work"):
+            os.mkdir(os.path.join(directory, sub), 0o755)
+        try:
+            with open(host_resolv) as handle:
+                resolv = handle.read()
+        except OSError:
+            resolv = ""
+        texts = {"hostname": plan["hostname"] + "\n",
+                 "hosts": spec.hosts_file(plan["hostname"]),
+                 "resolv.conf": spec.resolv_conf(resolv, plan["network_mode"])}
+        for name, text in texts.items():
+            with open(plan["etc_files"][name], "w") as handle:
+                handle.write(text)
+        with open(os.path.join(directory, "config.json"), "w") as handle:
+            json.dump(plan, handle)
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
     return directory
 
 

@@ -6,6 +6,8 @@ import sys
 
 import click
 
+from fleet.cli.render import escape, print_table
+
 inventory_option = click.option(
     "-i", "--inventory", "inventory_path", envvar="FLEET_INVENTORY", required=True,
     metavar="INVENTORY", help="Inventory file or directory (default: $FLEET_INVENTORY).")
@@ -48,3 +50,48 @@ def select_hosts(inventory, pattern, limit=None):
 def print_json(obj):
     json.dump(obj, sys.stdout, indent=2, sort_keys=False)
     sys.stdout.write("\n")
+
+
+def on_hosts(inventory, hosts, module, params, forks):
+    """``module`` with the same ``params`` on every host: {host: (result, error)}."""
+    from fleet.remote import call_on_hosts
+    return call_on_hosts(inventory, hosts, module, lambda _: params, forks)
+
+
+def report(outcomes, output, what):
+    """A line per host (ok, changed or failed, and why) or one JSON document; exit 2 when
+    a host failed."""
+    failed = False
+    rows = []
+    for host, (result, error) in outcomes.items():
+        message = str(error) if error else (result.get("msg") if result.get("failed") else "")
+        failed = failed or bool(message)
+        rows.append({"host": host, "ok": not message,
+                     "changed": bool(result and result.get("changed")), "msg": message})
+    if output == "json":
+        print_json({"hosts": rows})
+    else:
+        print_table(("host", what, "reason"),
+                    [(r["host"], "failed" if not r["ok"] else
+                      "changed" if r["changed"] else "ok", escape(r["msg"])) for r in rows])
+    if failed:
+        sys.exit(2)
+
+
+def list_on_hosts(inventory_path, pattern, limit, forks, output, module, key, headers, row):
+    """Call an *_info module on PATTERN's hosts; print its ``key`` items, a table row each
+    (``row(item)`` after the host) or one JSON document."""
+    inventory = load_inventory(inventory_path)
+    outcomes = on_hosts(inventory, select_hosts(inventory, pattern, limit), module, {}, forks)
+    if output == "json":
+        print_json({"hosts": [{"host": host, "ok": error is None,
+                               key: (result or {}).get(key, [])}
+                              for host, (result, error) in outcomes.items()]})
+        return
+    rows, notes = [], []
+    for host, (result, error) in outcomes.items():
+        if error is not None:
+            notes.append(f"[red]{escape(host)}: {escape(str(error))}[/red]")
+            continue
+        rows.extend((host, *row(item)) for item in result.get(key, []))
+    print_table(headers, rows, notes=notes)

@@ -205,12 +205,12 @@ def exec_command(inventory_path, env, user, workdir, tty, host, name, command):
     Example:
       fleet exec -i inventories/lab.ini lab01 greeter cat /etc/hostname
     """
-    from fleet.cli.run import _env, exit_as
+    from fleet.cli.run import exit_as, parse_env
     from fleet.containers import on_host
     from fleet.transport.session import RequestError
     from fleet.transport.ssh import TransportError
     inventory = load_inventory(inventory_path)
-    params = {"name": name, "command": list(command), "env": _env(env)}
+    params = {"name": name, "command": list(command), "env": parse_env(env)}
     if user is not None:
         params["user"] = user
     if workdir is not None:

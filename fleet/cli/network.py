@@ -6,11 +6,13 @@ from fleet.cli.common import (
     forks_option,
     inventory_option,
     limit_option,
+    list_on_hosts,
     load_inventory,
+    on_hosts,
     output_option,
+    report,
     select_hosts,
 )
-from fleet.cli.volume import _on_hosts, _report, list_on_hosts
 
 
 @click.group()
@@ -59,7 +61,7 @@ def create(inventory_path, pattern, name, subnet, forks, output):
     params = {"name": name}
     if subnet:
         params["subnet"] = subnet
-    _report(_on_hosts(inventory, select_hosts(inventory, pattern), "network", params, forks),
+    report(on_hosts(inventory, select_hosts(inventory, pattern), "network", params, forks),
             output, "create")
 
 
@@ -76,5 +78,5 @@ def rm(inventory_path, pattern, name, output):
       fleet network rm -i inventories/lab.ini all backend
     """
     inventory = load_inventory(inventory_path)
-    _report(_on_hosts(inventory, select_hosts(inventory, pattern), "network",
+    report(on_hosts(inventory, select_hosts(inventory, pattern), "network",
                       {"name": name, "state": "absent"}, 32), output, "rm")

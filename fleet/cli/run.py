@@ -19,7 +19,8 @@ def exit_as(verb, host, rc=None, message=None):
     sys.exit(EXIT_NOT_FOUND if "executable file not found" in str(message) else EXIT_NOT_RUN)
 
 
-def _env(pairs):
+def parse_env(pairs):
+    """-e NAME=VALUE options as a mapping (a one-line error for a malformed one)."""
     env = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
@@ -112,7 +113,7 @@ def run(inventory_path, host, image, command, remove, detach, tty, name, restart
     inventory = load_inventory(inventory_path)
     if host not in inventory.hosts:
         raise click.ClickException(f"host {host!r} is not in {inventory_path}")
-    params = {"image": image, "env": _env(env), "cap_add": list(cap_add),
+    params = {"image": image, "env": parse_env(env), "cap_add": list(cap_add),
               "cap_drop": list(cap_drop), "privileged": privileged, "read_only": read_only,
               "no_new_privileges": bool(security_opt), "tmpfs": _tmpfs(tmpfs),
               "volumes": list(volumes), "init": init, "ulimits": list(ulimits),

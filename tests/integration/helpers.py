@@ -1,8 +1,11 @@
 """Small tools for integration tests: run a shell command on a lab host, load targets."""
 
+import contextlib
 import subprocess
+import uuid
 
 from fleet.inventory import load_inventory
+from fleet.transport.session import Session
 from fleet.transport.targets import target_for
 
 
@@ -26,3 +29,29 @@ def lab_targets(inventory_path, **overrides):
         from dataclasses import replace
         targets = [replace(t, **overrides) for t in targets]
     return targets
+
+
+@contextlib.contextmanager
+def busybox_store(lab, lab_inventory, index):
+    """A store and a cgroup parent of the test's own on lab host ``index`` with busybox
+    pulled into it; yields (target, store, parent, image, tag), then removes both (tests
+    run side by side on the shared lab)."""
+    config, state = lab
+    tag = uuid.uuid4().hex[:8]
+    store, parent = f"/var/lib/fleet/fleet-test-{tag}", f"fleet-test-{tag}"
+    plain = next(r for r in state.registries if r["name"] == "plain")["address"]
+    image = f"{plain}/busybox:latest"
+    target = lab_targets(lab_inventory)[index]
+    session = Session.open(target)
+    try:
+        pulled = session.call("image", {"name": image, "store": store,
+                                        "insecure_registries": [plain]}, timeout=120)
+    finally:
+        session.close()
+    assert not pulled["failed"], pulled
+    try:
+        yield target, store, parent, image, tag
+    finally:
+        ssh_run(config, state.hosts[index].address,
+                f"rm -rf {store}; for c in /sys/fs/cgroup/*/{parent}; "
+                f"do [ -d $c ] && rmdir $c/* $c 2>/dev/null; done; true")

@@ -10,27 +10,16 @@ import pytest
 from agent_payload.runtime.spec import MASKED_PATHS, READONLY_PATHS
 from fleet.transport.session import Session
 from tests.integration.conftest import LAB_MARKS
-from tests.integration.helpers import lab_targets, ssh_run
+from tests.integration.helpers import busybox_store, ssh_run
 
 pytestmark = LAB_MARKS
 
 
 @pytest.fixture
 def host(lab, lab_inventory):
-    config, state = lab
-    tag = uuid.uuid4().hex[:8]
-    store, parent = f"/var/lib/fleet/fleet-test-{tag}", f"fleet-test-{tag}"
-    plain = next(r for r in state.registries if r["name"] == "plain")["address"]
-    target = lab_targets(lab_inventory)[0]
-    with_session = Session.open(target)
-    pulled = with_session.call("image", {"name": f"{plain}/busybox:latest", "store": store,
-                                         "insecure_registries": [plain]}, timeout=120)
-    with_session.close()
-    assert not pulled["failed"], pulled
-    address = state.hosts[0].address
-    yield target, store, parent, f"{plain}/busybox:latest", (config, address)
-    ssh_run(config, address, f"rm -rf {store}; for c in /sys/fs/cgroup/*/{parent}; "
-                             f"do [ -d $c ] && rmdir $c/* $c 2>/dev/null; done; true")
+    """The first lab host's target, a store and cgroup parent of this test's own."""
+    with busybox_store(lab, lab_inventory, 0) as (target, store, parent, image, _):
+        yield target, store, parent, image, (lab[0], lab[1].hosts[0].address)
 
 
 def call(target, **params):

@@ -4,13 +4,12 @@ own) and `fleet run` end to end, with busybox pulled from the lab registry."""
 import subprocess
 import sys
 import time
-import uuid
 
 import pytest
 
 from fleet.transport.session import Session
 from tests.integration.conftest import LAB_MARKS
-from tests.integration.helpers import lab_targets, ssh_run
+from tests.integration.helpers import busybox_store, ssh_run
 
 pytestmark = LAB_MARKS
 
@@ -18,19 +17,12 @@ pytestmark = LAB_MARKS
 @pytest.fixture
 def host(lab, lab_inventory):
     """A session on the second lab host, a store and a cgroup parent of this test's own."""
-    config, state = lab
-    tag = uuid.uuid4().hex[:8]
-    store, parent = f"/var/lib/fleet/fleet-test-{tag}", f"fleet-test-{tag}"
-    plain = next(r for r in state.registries if r["name"] == "plain")["address"]
-    session = Session.open(lab_targets(lab_inventory)[1])
-    pulled = session.call("image", {"name": f"{plain}/busybox:latest", "store": store,
-                                    "insecure_registries": [plain]}, timeout=120)
-    assert not pulled["failed"], pulled
-    yield session, store, parent, f"{plain}/busybox:latest"
-    session.close()
-    address = state.hosts[1].address
-    ssh_run(config, address, f"rm -rf {store}; for c in /sys/fs/cgroup/*/{parent}; "
-                             f"do [ -d $c ] && rmdir $c; done; true")
+    with busybox_store(lab, lab_inventory, 1) as (target, store, parent, image, _):
+        session = Session.open(target)
+        try:
+            yield session, store, parent, image
+        finally:
+            session.close()
 
 
 def run(session, store, parent, image, command, **options):

@@ -7,26 +7,20 @@ import pytest
 
 from fleet.transport.session import Session
 from tests.integration.conftest import LAB_MARKS
-from tests.integration.helpers import lab_targets, ssh_run
+from tests.integration.helpers import busybox_store, ssh_run
 
 pytestmark = LAB_MARKS
 
 
 @pytest.fixture
 def host(lab, lab_inventory):
-    config, state = lab
-    tag = uuid.uuid4().hex[:8]
-    store, parent = f"/var/lib/fleet/fleet-test-{tag}", f"fleet-test-{tag}"
-    plain = next(r for r in state.registries if r["name"] == "plain")["address"]
-    session = Session.open(lab_targets(lab_inventory)[1])
-    pulled = session.call("image", {"name": f"{plain}/busybox:latest", "store": store,
-                                    "insecure_registries": [plain]}, timeout=120)
-    assert not pulled["failed"], pulled
-    yield session, store, parent, f"{plain}/busybox:latest", tag
-    session.close()
-    address = state.hosts[1].address
-    ssh_run(config, address, f"rm -rf {store}; for c in /sys/fs/cgroup/*/{parent}; "
-                             f"do [ -d $c ] && rmdir $c/* $c 2>/dev/null; done; true")
+    """A session on the second lab host, a store and cgroup parent of this test's own."""
+    with busybox_store(lab, lab_inventory, 1) as (target, store, parent, image, tag):
+        session = Session.open(target)
+        try:
+            yield session, store, parent, image, tag
+        finally:
+            session.close()
 
 
 def test_networks_reach_within_and_not_across(lab, host):
