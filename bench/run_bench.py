@@ -56,8 +56,8 @@ def fleet_session(inventory, host, image, runs):
     try:
         for _ in range(runs + 1):
             started = time.perf_counter()
-            result = session.call("container_run", {"image": image, "command": ["true"]},
-                                  timeout=60)
+            result = session.call("container_run", {"image": image, "command": ["true"],
+                                                    "network_mode": "none"}, timeout=60)
             times.append(time.perf_counter() - started)
             if result.get("rc") != 0:
                 raise SystemExit(f"fleet container_run failed: {result}")
@@ -81,7 +81,8 @@ def fleet_density(inventory, host, address, image, count):
     try:
         for name in names:
             result = session.call("container", {"name": name, "image": image,
-                                                "command": ["sleep", "3600"]}, timeout=60)
+                                                "command": ["sleep", "3600"],
+                                                "network_mode": "none"}, timeout=60)
             if result.get("failed"):
                 raise SystemExit(f"fleet container failed: {result}")
         time.sleep(1)
@@ -175,7 +176,8 @@ def main():
                                                  args.density)}
     results = {"fleet (open session)": fleet_session(inventory, host, image, args.runs),
                "fleet run --rm": timed_each(
-                   lambda i: [fleet, "run", "--rm", "-i", inventory, host, image, "true"],
+                   lambda i: [fleet, "run", "--rm", "--network", "none", "-i", inventory,
+                              host, image, "true"],
                    max(5, args.runs // 5))}
     bundle = make_bundle(fleet, inventory, host, image)
     try:

@@ -23,13 +23,18 @@ Options:
       container); the image's Volumes get anonymous volumes.
   volumes_from: other containers (name[:ro|:rw]) whose volumes and binds to mount too.
   ports: docker run -p entries ([[HOST_IP:]HOST_PORT:]PORT[/udp]; no host port: a free
-      one), published with iptables' NAT; they need a network (network_mode).
+      one), published with the kernel's NAT (iptables or nftables) or, on a host with
+      neither or a network that asks for it, a userland proxy; they need a network.
+  publish_all: publish every exposed port (expose and the image's) on a free host port.
   expose: ports offered to linked containers (with the image's ExposedPorts).
-  links: other containers on this host (NAME[:ALIAS]): their address in /etc/hosts and,
-      unless link_env is false, Docker's legacy link variables (ALIAS_PORT, ...).
+  links: other containers (NAME[:ALIAS]): their address in /etc/hosts and, unless
+      link_env is false, Docker's legacy link variables (ALIAS_PORT, ...). In a playbook
+      a target on another host of the play is found by the controller and reached at
+      that host's address on the ports it publishes.
   tmpfs: {path: mount options} of tmpfs mounts.
-  network_mode: none (default for now), host, bridge (the default network, fleet0) or the
-      name of a network (made by the network module, or on first use).
+  network_mode: bridge (default: the default network, fleet0), none, host, the
+      name of a network (made by the network module, or on first use), or
+      container:NAME (share that container's network namespace).
   cgroup_parent: the cgroup the container's goes under (default fleet).
   store: the content store's root (default /var/lib/fleet).
   tty: give the container a terminal (a pty on the host, also its /dev/console) and
@@ -69,8 +74,11 @@ CONTAINER_OPTIONS = {
     "expose": {"type": "list", "elements": "str", "default": []},
     "links": {"type": "list", "elements": "str", "default": []},
     "link_env": {"type": "bool", "default": True},
+    "publish_all": {"type": "bool", "default": False},
+    # links to containers on other hosts, found by the controller (fleet/links.py)
+    "_remote_links": {"type": "list", "elements": "dict"},
     "tmpfs": {"type": "dict", "default": {}},
-    "network_mode": {"type": "str", "default": "none"},
+    "network_mode": {"type": "str", "default": "bridge"},
     "cgroup_parent": {"type": "str"},
     "store": {"type": "path", "default": "/var/lib/fleet"},
 }

@@ -6,6 +6,11 @@ Options:
       bridge). An existing network keeps its subnet: a different one is an error.
   masquerade: containers reach other hosts through the host's address (default true;
       false: nothing leaves the network).
+  icc: containers of the network reach each other freely (default true); false: only
+      along links, on the target's exposed ports (needs the br_netfilter module).
+  userland_proxy: publish its containers' ports with a userland proxy instead of the
+      kernel's NAT (default false; the proxy is also what a host without iptables and
+      nftables gets).
   state: present (default) or absent (refused while a container is attached).
   store: the content store's root (default /var/lib/fleet).
 
@@ -19,6 +24,8 @@ ARGUMENT_SPEC = {
     "name": {"type": "str", "required": True},
     "subnet": {"type": "str"},
     "masquerade": {"type": "bool", "default": True},
+    "icc": {"type": "bool", "default": True},
+    "userland_proxy": {"type": "bool", "default": False},
     "state": {"type": "str", "default": "present", "choices": ["present", "absent"]},
     "store": {"type": "path", "default": "/var/lib/fleet"},
 }
@@ -28,7 +35,8 @@ def shown(record):
     """The network as fleet shows it (docker network inspect's main fields)."""
     return {"Name": record["name"], "Id": record["id"], "Driver": "bridge",
             "Subnet": record["subnet"], "Gateway": record["gateway"],
-            "Bridge": record["bridge"], "Masquerade": record.get("masquerade", True)}
+            "Bridge": record["bridge"], "Masquerade": record.get("masquerade", True),
+            "ICC": record.get("icc", True), "UserlandProxy": record.get("userland_proxy", False)}
 
 
 def run(params, ctx):
@@ -42,16 +50,23 @@ def run(params, ctx):
                 network.remove(store, name)
             return {"changed": existing is not None}
         if existing is not None:
+            had = {key: existing.get(key, key != "userland_proxy")  # older records lack them
+                   for key in ("masquerade", "icc", "userland_proxy")}
+            differs = [f"{key} {str(value).lower()}" for key, value in had.items()
+                       if value != params[key]]
             if params.get("subnet") and params["subnet"] != existing["subnet"]:
+                differs.insert(0, f"subnet {existing['subnet']}")
+            if differs:
                 return {"failed": True, "changed": False,
-                        "msg": f"network {name} exists with subnet {existing['subnet']}, "
-                               f"not {params['subnet']} (remove it first)"}
+                        "msg": f"network {name} exists with {', '.join(differs)} "
+                               "(remove it first to change that)"}
             if not ctx.check_mode:
                 network.ensure(store, name)  # its bridge back after a reboot
             return {"changed": False, "network": shown(existing)}
         if ctx.check_mode:
             return {"changed": True}
         return {"changed": True, "network": shown(network.ensure(
-            store, name, params.get("subnet"), params["masquerade"]))}
+            store, name, params.get("subnet"), params["masquerade"], params["icc"],
+            params["userland_proxy"]))}
     except (network.NetworkError, StoreError, OSError) as exc:
         return {"failed": True, "changed": False, "msg": str(exc)}

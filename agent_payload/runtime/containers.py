@@ -16,7 +16,7 @@ import time
 
 from agent_payload import cgroups
 from agent_payload.oci.store import Store
-from agent_payload.runtime import health, monitor, records, spec
+from agent_payload.runtime import connect, health, monitor, records, spec
 from agent_payload.runtime import run as runner
 from agent_payload.runtime.records import read_json, update_state
 
@@ -29,25 +29,14 @@ class ContainerError(Exception):
     """A container operation failed (one line naming the container)."""
 
 
-def _containers_dir(store):
-    return os.path.join(store.root, "containers")
-
-
 def find(store, name):
     """(directory, config) of the container named ``name`` (or with that id), else None."""
-    return runner.find_container(store, name)
+    return records.find_container(store.root, name)
 
 
 def list_all(store):
-    """[(directory, config)] of every container in the store."""
-    base = _containers_dir(store)
-    found = []
-    for entry in sorted(os.listdir(base)) if os.path.isdir(base) else []:
-        directory = os.path.join(base, entry)
-        config = read_json(os.path.join(directory, "config.json"))
-        if config and config.get("name"):
-            found.append((directory, config))
-    return found
+    """[(directory, config)] of every named container in the store."""
+    return [(d, c) for d, c in records.list_containers(store.root) if c.get("name")]
 
 
 def create(store, name, image, options):
@@ -78,12 +67,12 @@ def create(store, name, image, options):
     try:
         runner.prepare_volumes(plan)
         cgroups.open_driver().cgroup(parent, container_id).create(limits)
-        runner.join_network(store, plan)
+        connect.join(store, plan)
         records.write_json(os.path.join(directory, "config.json"), plan)
         update_state(directory, status="created", running=False, pid=0, exit_code=0,
                      restart_count=0, started_at="0001-01-01T00:00:00Z",
                      finished_at="0001-01-01T00:00:00Z", oom_killed=False, error="")
-    except (OSError, cgroups.CgroupError, runner.RunError) as exc:
+    except (OSError, cgroups.CgroupError, runner.RunError, connect.ConnectError) as exc:
         _discard(directory, plan, store)
         raise ContainerError(f"cannot create: {exc}") from None
     return directory
@@ -201,7 +190,7 @@ def _network_settings(config):
 
 def _discard(directory, plan, store=None):
     if store is not None:
-        runner.leave_network(store, plan)
+        connect.leave(store, plan)
     group = _cgroup(plan)
     if group is not None:
         try:
@@ -260,6 +249,7 @@ def inspect(directory, config):
                    "Env": config["env"], "Cmd": config["argv"], "Image": config.get("image"),
                    "WorkingDir": config.get("working_dir"),
                    "Labels": options.get("labels") or {},
+                   "ExposedPorts": {port: {} for port in config.get("exposed") or []},
                    "StopSignal": config.get("stop_signal")},
         "HostConfig": {"RestartPolicy": {"Name": config.get("restart_policy", "no")},
                        "AutoRemove": config.get("auto_remove", False),

@@ -3,17 +3,26 @@ its subnet, a veth pair and a network namespace per container (iproute2's ``ip``
 
 A network is STORE/networks/NAME.json (name, id, subnet, gateway, bridge device); its
 addresses are STORE/networks/NAME.ipam.json ({address: container id}), changed only
-under STORE/networks/.lock, so an address is never handed out twice. The default network
-is ``bridge`` on the device fleet0 (10.89.0.0/16); others get a device named from their
-id and, unless given one, the first free 10.90.N.0/24.
+under the host's /run/fleet/networks.lock, so an address is never handed out twice. The
+default network is ``bridge`` on the device fleet0 (10.89.0.0/16); others (and the
+default network of any other store) get a device named from a hash and, unless given
+one, the first free 10.90.N.0/24.
 
 A container's namespace is /run/netns/fleet-ID12 (``ip netns``): eth0 (the veth's inner
 end, a Docker-style MAC from its address) with the address and a default route through
 the gateway, lo up. Its PID 1 joins it (launch.py). Removing the namespace removes both
-veth ends. Networks are kept apart: IPv4 forwarding is a host setting, so where iptables
-exists every fleet bridge gets FORWARD rules (comment fleet-net-NAME) that drop traffic
+veth ends.
+
+The rules (firewall.py: iptables or nftables) keep networks apart: IPv4 forwarding is a
+host setting, so every fleet bridge gets rules (tag fleet-net-DEVICE: unique on the host,
+where two stores may both have a network of one name) that drop traffic
 between it and any other fleet bridge; outbound traffic is masqueraded behind the host's
-address (a network option turns that off, and then nothing leaves the bridge).
+address (a network option turns that off, and then nothing leaves the bridge); with icc
+false, containers of one bridge reach each other only along links (tag fleet-link-ID12).
+Published ports are DNAT rules (tag fleet-port-ID12), reachable from other machines and
+from the host itself, 127.0.0.1 included (route_localnet on the bridge); a host without
+a packet filter, or a network that asks for it, gets a userland proxy (proxy.py) instead.
+STORE/networks/ports.json records which container holds which host port.
 """
 
 import fcntl
@@ -24,31 +33,32 @@ import os
 import shutil
 import subprocess
 
+from agent_payload.oci.store import DEFAULT_ROOT
+from agent_payload.runtime import firewall, proxy
+
 DEFAULT_NETWORK = "bridge"
 DEFAULT_DEVICE = "fleet0"
 DEFAULT_SUBNET = "10.89.0.0/16"
 AUTO_SUBNETS = "10.90.{}.0/24"
 NETNS_DIR = "/run/netns"
+LOCK_DIR = "/run/fleet"
 
 
 class NetworkError(Exception):
     """A network could not be made, joined or removed (one line)."""
 
 
-def _ip(*args, check=True):
-    """Run ``ip ARGS``; NetworkError with its message when it fails."""
+def _ip(*args, check=True, commands=None):
+    """Run ``ip ARGS`` (``commands``: lines for ``ip ARGS -batch -``, several commands in
+    one process, as each costs ~3 ms); NetworkError with its message when it fails."""
     if shutil.which("ip") is None:
         raise NetworkError("networks need iproute2's ip command (Debian/Ubuntu: iproute2)")
-    proc = subprocess.run(["ip", *args], capture_output=True, text=True)
+    if commands is not None:
+        args += ("-batch", "-")
+    proc = subprocess.run(["ip", *args], input=commands, capture_output=True, text=True)
     if check and proc.returncode != 0:
         raise NetworkError(f"ip {' '.join(args)}: {proc.stderr.strip() or proc.returncode}")
     return proc
-
-
-def _iptables(*args):
-    if shutil.which("iptables") is None:
-        return None
-    return subprocess.run(["iptables", "-w", *args], capture_output=True, text=True)
 
 
 def _dir(store):
@@ -58,10 +68,13 @@ def _dir(store):
 
 
 class _Locked:
-    """The networks' lock (IPAM and records), held for the ``with`` body."""
+    """The networks' lock (IPAM, records, subnets and bridges), held for the ``with``
+    body: one for the host, as stores on one host share its routes and ports."""
 
     def __init__(self, store):
-        self.path = os.path.join(_dir(store), ".lock")
+        _dir(store)
+        os.makedirs(LOCK_DIR, mode=0o700, exist_ok=True)
+        self.path = os.path.join(LOCK_DIR, "networks.lock")
 
     def __enter__(self):
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -93,10 +106,16 @@ def _check_name(name):
         raise NetworkError(f"{name!r} is not a network name ([a-zA-Z0-9][a-zA-Z0-9_.-]*)")
 
 
-def _device(name):
-    if name == DEFAULT_NETWORK:
-        return DEFAULT_DEVICE
-    return "fl-" + hashlib.sha256(name.encode()).hexdigest()[:10]  # 13 of 15 chars
+def _device(name, store_root=DEFAULT_ROOT):
+    """The bridge's name: fleet0 for the default network of the default store; others
+    from a hash (of the store too, so that two stores on a host never share a bridge)."""
+    if store_root == DEFAULT_ROOT:
+        if name == DEFAULT_NETWORK:
+            return DEFAULT_DEVICE
+        key = name
+    else:
+        key = f"{store_root}\0{name}"
+    return "fl-" + hashlib.sha256(key.encode()).hexdigest()[:10]  # 13 of 15 chars
 
 
 def get(store, name):
@@ -135,28 +154,53 @@ def _free_subnet(store):
     raise NetworkError("no free 10.90.N.0/24 subnet left: give the network a subnet")
 
 
-def _rules(record):
-    """The network's iptables rules as (table, chain, rule), in the order they stand.
+def net_tag(record):
+    """The tag of a network's own rules."""
+    return "fleet-net-" + record["bridge"]
 
-    Inbound, only replies and published ports (their own ACCEPTs, inserted before these)
-    reach the bridge. Outbound, with masquerading (the default) a container reaches other
-    hosts through the host's address, but never another fleet network; without it,
-    nothing leaves the bridge."""
-    device = record["bridge"]
-    comment = ["-m", "comment", "--comment", f"fleet-net-{record['name']}"]
-    rules = [("filter", "FORWARD", ["!", "-i", device, "-o", device, *comment, "-j", "DROP"])]
+
+def _rules(record):
+    """The network's firewall rules (firewall.py's form), in the order they stand.
+
+    Inbound, only replies and published ports (their accepts stand above these) reach
+    the bridge. Between its containers, everything passes unless icc is false (then only
+    links to exposed ports, whose accepts stand above). Outbound, with masquerading (the
+    default) a container reaches other hosts through the host's address, but never
+    another fleet network; without it, nothing leaves the bridge."""
+    device, tag = record["bridge"], net_tag(record)
+    rules = [{"chain": firewall.FORWARD, "in": "!" + device, "out": device, "action": "drop"},
+             {"chain": firewall.FORWARD, "in": device, "out": device,
+              "action": "accept" if record.get("icc", True) else "drop"}]
     if record.get("masquerade", True):
         rules += [
-            ("filter", "FORWARD", ["-i", device, "-o", device, *comment, "-j", "ACCEPT"]),
-            ("filter", "FORWARD", ["-i", device, "-o", DEFAULT_DEVICE, *comment, "-j", "DROP"]),
-            ("filter", "FORWARD", ["-i", device, "-o", "fl-+", *comment, "-j", "DROP"]),
-            ("nat", "POSTROUTING", ["-s", record["subnet"], "!", "-o", device, *comment,
-                                    "-j", "MASQUERADE"]),
+            {"chain": firewall.FORWARD, "in": device, "out": DEFAULT_DEVICE, "action": "drop"},
+            {"chain": firewall.FORWARD, "in": device, "out": "fl-+", "action": "drop"},
+            {"chain": firewall.FORWARD, "in": device, "action": "accept"},
+            {"chain": firewall.POSTROUTING, "src": record["subnet"], "out": "!" + device,
+             "action": "masquerade"},
         ]
     else:
-        rules.append(("filter", "FORWARD", ["-i", device, "!", "-o", device, *comment,
-                                            "-j", "DROP"]))
-    return rules
+        rules.append({"chain": firewall.FORWARD, "in": device, "action": "drop"})
+    # the host's own connections to its published ports on 127.0.0.1 (route_localnet)
+    rules.append({"chain": firewall.POSTROUTING, "out": device, "local_src": True,
+                  "action": "masquerade"})
+    return [dict(rule, tag=tag) for rule in rules]
+
+
+def _sysctl(path, value):
+    with open(os.path.join("/proc/sys", path), "w") as handle:
+        handle.write(value)
+
+
+def _bridge_filtering():
+    """Traffic between ports of one bridge through the packet filter (br_netfilter), so
+    that icc false can hold."""
+    if not os.path.exists("/proc/sys/net/bridge"):
+        subprocess.run(["modprobe", "br_netfilter"], capture_output=True)
+    if not os.path.exists("/proc/sys/net/bridge"):
+        raise NetworkError("icc false needs the kernel module br_netfilter "
+                           "(modprobe br_netfilter)")
+    _sysctl("net/bridge/bridge-nf-call-iptables", "1")
 
 
 def _bring_up(record):
@@ -167,46 +211,36 @@ def _bring_up(record):
         prefix = ipaddress.ip_network(record["subnet"]).prefixlen
         _ip("addr", "add", f"{record['gateway']}/{prefix}", "dev", device)
     _ip("link", "set", device, "up")
-    if shutil.which("iptables") is None:
-        return
+    if firewall.backend() is None:
+        with open("/proc/sys/net/ipv4/ip_forward") as handle:
+            if handle.read().strip() != "0":
+                raise NetworkError("networks cannot be kept apart on this host: it forwards "
+                                   "IP traffic and has neither iptables nor nftables "
+                                   "(Debian/Ubuntu: apt-get install iptables)")
+        return  # nothing is forwarded: no isolation to enforce, no way out either
+    if not record.get("icc", True):
+        _bridge_filtering()
+    _sysctl(f"net/ipv4/conf/{device}/route_localnet", "1")
     if record.get("masquerade", True):
-        with open("/proc/sys/net/ipv4/ip_forward", "w") as handle:
-            handle.write("1")  # a host setting, as Docker sets it; the rules keep order
-    _accept_replies()
-    for table, chain, rule in reversed(_rules(record)):  # each -I lands above the last
-        if _iptables("-t", table, "-C", chain, *rule).returncode != 0:
-            # below the replies rule, which must stay above every network's drops
-            position = _below_replies() if chain == "FORWARD" else "1"
-            _iptables("-t", table, "-I", chain, position, *rule)
+        _sysctl("net/ipv4/ip_forward", "1")  # a host setting, as Docker sets it
+    try:
+        firewall.remove(net_tag(record))  # a rerun never doubles them
+        firewall.add(_rules(record))
+    except firewall.FirewallError as exc:
+        raise NetworkError(str(exc)) from None
 
 
-def _below_replies():
-    """The FORWARD rule number just below the replies rule."""
-    rules = [line for line in _iptables("-S", "FORWARD").stdout.splitlines()
-             if line.startswith("-A ")]
-    for number, line in enumerate(rules, 1):
-        if "fleet-replies" in line:
-            return str(number + 1)
-    return "1"
-
-
-def _accept_replies():
-    """Replies to what containers sent (and to their published ports) come back in: one
-    conntrack rule on top of FORWARD, shared by every network (made once)."""
-    replies = ["FORWARD", "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED",
-               "-m", "comment", "--comment", "fleet-replies", "-j", "ACCEPT"]
-    if _iptables("-C", *replies).returncode != 0:
-        _iptables("-I", *replies)
-
-
-def ensure(store, name=DEFAULT_NETWORK, subnet=None, masquerade=True):
-    """The network ``name`` (made if missing, its bridge up); its record."""
+def ensure(store, name=DEFAULT_NETWORK, subnet=None, masquerade=True, icc=True,
+           userland_proxy=False):
+    """The network ``name`` (made if missing, its bridge up); its record. ``icc`` false:
+    its containers reach each other only along links, on exposed ports.
+    ``userland_proxy``: its published ports go through proxy.py, not the kernel's NAT."""
     _check_name(name)
     with _Locked(store):
         record = get(store, name)
         if record is None:
-            chosen = subnet or (DEFAULT_SUBNET if name == DEFAULT_NETWORK
-                                else _free_subnet(store))
+            default = name == DEFAULT_NETWORK and store.root == DEFAULT_ROOT
+            chosen = subnet or (DEFAULT_SUBNET if default else _free_subnet(store))
             try:
                 network = ipaddress.ip_network(chosen)
             except ValueError as exc:
@@ -224,7 +258,8 @@ def ensure(store, name=DEFAULT_NETWORK, subnet=None, masquerade=True):
                                        f"in use on this host (dev {device})")
             record = {"name": name, "id": hashlib.sha256(os.urandom(32)).hexdigest(),
                       "subnet": str(network), "gateway": str(next(network.hosts())),
-                      "bridge": _device(name), "masquerade": bool(masquerade)}
+                      "bridge": _device(name, store.root), "masquerade": bool(masquerade),
+                      "icc": bool(icc), "userland_proxy": bool(userland_proxy)}
             _write(os.path.join(_dir(store), f"{name}.json"), record)
         if not os.path.isdir(f"/sys/class/net/{record['bridge']}"):
             _bring_up(record)  # new, or gone with a reboot (its rules went with it)
@@ -241,9 +276,8 @@ def remove(store, name):
         if used:
             raise NetworkError(f"network {name} is in use by {len(used)} container(s)")
         _ip("link", "del", record["bridge"], check=False)
-        if shutil.which("iptables") is not None:
-            for table, chain, rule in _rules(record):
-                _iptables("-t", table, "-D", chain, *rule)
+        firewall.remove(net_tag(record))
+        firewall.teardown()
         for suffix in (".json", ".ipam.json"):
             try:
                 os.unlink(os.path.join(_dir(store), name + suffix))
@@ -276,33 +310,35 @@ def attach(store, name, container_id, mappings=None):
             raise NetworkError(f"network {name} has no address left")
         used[address] = container_id
         _write(ipam_path, used)
-    ns, outer, inner = netns_name(container_id), "fleetv" + container_id[:8], \
-        "fleetp" + container_id[:8]
+    ns, outer = netns_name(container_id), "fleetv" + container_id[:8]
     try:
-        _ip("netns", "add", ns)
-        _ip("link", "add", outer, "type", "veth", "peer", "name", inner)
-        _ip("link", "set", inner, "netns", ns)
-        _ip("link", "set", outer, "master", record["bridge"], "up")
-        for args in (("link", "set", inner, "name", "eth0"),
-                     ("link", "set", "eth0", "address", _mac(address)),
-                     ("addr", "add", f"{address}/{network.prefixlen}", "dev", "eth0"),
-                     ("link", "set", "eth0", "up"), ("link", "set", "lo", "up"),
-                     ("route", "add", "default", "via", record["gateway"])):
-            _ip("-n", ns, *args)
-        ports = publish(container_id, address, mappings or [])
+        # two ip runs (one outside, one inside the namespace): each process costs ~3 ms
+        _ip(commands=f"netns add {ns}\n"
+                     f"link add {outer} type veth peer name eth0 netns {ns} "
+                     f"address {_mac(address)}\n"
+                     f"link set {outer} master {record['bridge']} up\n")
+        _ip("-n", ns, commands=f"addr add {address}/{network.prefixlen} dev eth0\n"
+                               "link set eth0 up\nlink set lo up\n"
+                               f"route add default via {record['gateway']}\n")
+        ports = publish(store, container_id, address, mappings or [],
+                        record.get("userland_proxy", False))
     except NetworkError:
-        detach(store, name, container_id)
+        detach(store, name, container_id, published=True, linked=True)
         raise
     return {"IPAddress": address, "Ports": ports, "Gateway": record["gateway"],
             "IPPrefixLen": network.prefixlen, "MacAddress": _mac(address),
             "NetworkID": record["id"], "netns": os.path.join(NETNS_DIR, ns)}
 
 
-def detach(store, name, container_id):
-    """Remove the container's ports, namespace (and its veth), give its address back."""
-    unpublish(container_id)
-    _ip("netns", "del", netns_name(container_id), check=False)
-    _ip("link", "del", "fleetv" + container_id[:8], check=False)  # if the netns never got it
+def detach(store, name, container_id, published=True, linked=True):
+    """Remove the container's ports (``published``), its openings to links (``linked``),
+    its namespace (and its veth); give its address back."""
+    if published:
+        unpublish(store, container_id)
+    if linked:
+        firewall.remove(link_tag(container_id))
+    if _ip("netns", "del", netns_name(container_id), check=False).returncode != 0:
+        _ip("link", "del", "fleetv" + container_id[:8], check=False)  # a half-made one
     ipam_path = os.path.join(_dir(store), f"{name}.ipam.json")
     with _Locked(store):
         used = _read(ipam_path, {})
@@ -311,27 +347,16 @@ def detach(store, name, container_id):
             _write(ipam_path, kept)
 
 
-def _published(proto):
-    """Host ports other containers publish already (their NAT rules)."""
-    listed = _iptables("-t", "nat", "-S", "PREROUTING")
-    taken = set()
-    for line in (listed.stdout if listed is not None else "").splitlines():
-        words = line.split()
-        if "fleet-port-" in line and f"-p {proto}" in line and "--dport" in words:
-            taken.add(int(words[words.index("--dport") + 1]))
-    return taken
-
-
-def _free_port(host_ip, proto, wanted):
+def _free_port(host_ip, proto, wanted, published):
     """``wanted`` when it is free on the host (0: any free one); NetworkError if taken,
     by a process listening on it or by another container's published port."""
     import socket
 
     kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
     where = f"{host_ip + ':' if host_ip else ''}{wanted}/{proto}"
-    published = _published(proto)
-    if wanted and wanted in published:
-        raise NetworkError(f"port {where} is already published by another container")
+    if wanted and f"{wanted}/{proto}" in published:
+        raise NetworkError(f"port {where} is already published by container "
+                           f"{published[f'{wanted}/{proto}'][:12]}")
     for _ in range(100):
         probe = socket.socket(socket.AF_INET, kind)
         try:
@@ -343,61 +368,103 @@ def _free_port(host_ip, proto, wanted):
                                f"({exc.strerror})") from None
         finally:
             probe.close()
-        if port not in published:
+        if f"{port}/{proto}" not in published:
             return port
     raise NetworkError(f"no free {proto} port found on this host")
 
 
+def port_tag(container_id):
+    """The tag of a container's published-port rules."""
+    return "fleet-port-" + container_id[:12]
+
+
+def link_tag(container_id):
+    """The tag of the rules that open a container's links (icc false)."""
+    return "fleet-link-" + container_id[:12]
+
+
 def _port_rules(tag, mapping, address):
     host, proto = mapping["host_port"], mapping["proto"]
-    dest = ["-d", mapping["host_ip"]] if mapping["host_ip"] else []
-    target = f"{address}:{mapping['port']}"
-    comment = ["-m", "comment", "--comment", tag]
-    return [
-        ("nat", "PREROUTING", [*dest, "-p", proto, "--dport", str(host), *comment,
-                               "-j", "DNAT", "--to-destination", target]),
-        ("nat", "OUTPUT", [*dest, "-p", proto, "--dport", str(host), "-m", "addrtype",
-                           "--dst-type", "LOCAL", *comment, "-j", "DNAT",
-                           "--to-destination", target]),
-        ("filter", "FORWARD", ["-d", address, "-p", proto, "--dport", str(mapping["port"]),
-                               *comment, "-j", "ACCEPT"]),
-    ]
+    nat = {"dst": mapping["host_ip"], "proto": proto, "dport": host, "local_dst": True,
+           "action": "dnat", "to": f"{address}:{mapping['port']}", "tag": tag}
+    return [dict(nat, chain=firewall.PREROUTING), dict(nat, chain=firewall.OUTPUT),
+            {"chain": firewall.FORWARD, "dst": address, "proto": proto,
+             "dport": mapping["port"], "action": "accept", "tag": tag}]
 
 
-def publish(container_id, address, mappings):
-    """Publish the container's ports on the host with the kernel's NAT; return Docker's
-    NetworkSettings.Ports ({"80/tcp": [{"HostIp", "HostPort"}]})."""
-    if mappings and shutil.which("iptables") is None:
-        raise NetworkError("published ports need iptables (Debian/Ubuntu: iptables)")
-    tag = "fleet-port-" + container_id[:12]
-    shown = {}
+def link_rules(container_id, device, address, targets):
+    """Accept rules from the container at ``address`` to its links' exposed ports:
+    ``targets`` is [(address, ["5432/tcp", ...])]."""
+    rules = []
+    for target, exposed in targets:
+        for port in exposed:
+            number, _, proto = str(port).partition("/")
+            rules.append({"chain": firewall.FORWARD, "in": device, "out": device,
+                          "src": address, "dst": target, "proto": proto or "tcp",
+                          "dport": int(number), "action": "accept",
+                          "tag": link_tag(container_id)})
+    return rules
+
+
+def open_links(store, name, container_id, address, targets):
+    """Let the container reach its links' exposed ports on a network with icc false
+    (replacing the rules it had: a target may have a new address)."""
+    record = get(store, name)
+    firewall.remove(link_tag(container_id))
+    if record is None or record.get("icc", True) or firewall.backend() is None:
+        return
     try:
-        if mappings:
-            with open("/proc/sys/net/ipv4/ip_forward", "w") as handle:
-                handle.write("1")  # what reaches the host's port goes on to the bridge
-            _accept_replies()
-        for mapping in mappings:
-            mapping = dict(mapping, host_port=_free_port(mapping["host_ip"], mapping["proto"],
-                                                         mapping["host_port"]))
-            for table, chain, rule in _port_rules(tag, mapping, address):
-                done = _iptables("-t", table, "-I", chain, *rule)
-                if done.returncode != 0:
-                    raise NetworkError(f"iptables: {done.stderr.strip()}")
-            shown.setdefault(f"{mapping['port']}/{mapping['proto']}", []).append(
-                {"HostIp": mapping["host_ip"] or "0.0.0.0", "HostPort": str(mapping["host_port"])})
+        firewall.add(link_rules(container_id, record["bridge"], address, targets), first=True)
+    except firewall.FirewallError as exc:
+        raise NetworkError(str(exc)) from None
+
+
+def _ports_path(store):
+    return os.path.join(_dir(store), "ports.json")
+
+
+def publish(store, container_id, address, mappings, userland=False):
+    """Publish the container's ports on the host: the kernel's NAT, or proxy.py's
+    userland proxy (asked for, or no packet filter on the host); return Docker's
+    NetworkSettings.Ports ({"80/tcp": [{"HostIp", "HostPort"}]})."""
+    if not mappings:
+        return {}
+    userland = userland or firewall.backend() is None
+    tag, shown, chosen = port_tag(container_id), {}, []
+    try:
+        with _Locked(store):
+            published = _read(_ports_path(store), {})
+            for mapping in mappings:
+                mapping = dict(mapping, host_port=_free_port(
+                    mapping["host_ip"], mapping["proto"], mapping["host_port"], published))
+                published[f"{mapping['host_port']}/{mapping['proto']}"] = container_id
+                chosen.append(mapping)
+            _write(_ports_path(store), published)
+        if userland:
+            proxy.start(os.path.join(store.root, "containers", container_id),
+                        [dict(m, address=address) for m in chosen])
+        else:
+            _sysctl("net/ipv4/ip_forward", "1")  # what reaches the port goes on to the bridge
+            firewall.add([rule for m in chosen for rule in _port_rules(tag, m, address)],
+                         first=True)
+    except (firewall.FirewallError, proxy.ProxyError) as exc:
+        unpublish(store, container_id)
+        raise NetworkError(str(exc)) from None
     except BaseException:
-        unpublish(container_id)
+        unpublish(store, container_id)
         raise
+    for mapping in chosen:
+        shown.setdefault(f"{mapping['port']}/{mapping['proto']}", []).append(
+            {"HostIp": mapping["host_ip"] or "0.0.0.0", "HostPort": str(mapping["host_port"])})
     return shown
 
 
-def unpublish(container_id):
-    """Remove the container's NAT and filter rules (found by their comment)."""
-    if shutil.which("iptables") is None:
-        return
-    tag = "fleet-port-" + container_id[:12]
-    for table in ("nat", "filter"):
-        listed = _iptables("-t", table, "-S")
-        for line in (listed.stdout if listed is not None else "").splitlines():
-            if tag in line and line.startswith("-A "):
-                _iptables("-t", table, "-D", *line[3:].replace('"', "").split())
+def unpublish(store, container_id):
+    """Remove the container's NAT rules or proxy, and its ports from the record."""
+    proxy.stop(os.path.join(store.root, "containers", container_id))
+    firewall.remove(port_tag(container_id))
+    with _Locked(store):
+        published = _read(_ports_path(store), {})
+        kept = {port: owner for port, owner in published.items() if owner != container_id}
+        if kept != published:
+            _write(_ports_path(store), kept)

@@ -41,6 +41,26 @@ def write_json(path, value):
     os.rename(tmp, path)
 
 
+def list_containers(store_root):
+    """[(directory, config)] of every container in the store (STORE/containers/ID)."""
+    base = os.path.join(store_root, "containers")
+    found = []
+    for entry in sorted(os.listdir(base)) if os.path.isdir(base) else []:
+        directory = os.path.join(base, entry)
+        config = read_json(os.path.join(directory, "config.json"))
+        if config:
+            found.append((directory, config))
+    return found
+
+
+def find_container(store_root, name):
+    """(directory, config) of the container named ``name`` (or with that id), else None."""
+    for directory, config in list_containers(store_root):
+        if config.get("name") == name or os.path.basename(directory) == name:
+            return directory, config
+    return None
+
+
 def update_state(directory, **fields):
     """Merge ``fields`` into the container's state.json (nothing once the container's
     directory is gone: it was removed meanwhile)."""

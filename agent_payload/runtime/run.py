@@ -21,7 +21,7 @@ import sys
 
 from agent_payload import cgroups
 from agent_payload.oci.store import Store
-from agent_payload.runtime import network, spec
+from agent_payload.runtime import connect, records, spec
 
 OUTPUT_LIMIT = 1024 * 1024
 _LAUNCH = ("import sys; sys.path.insert(0, sys.argv[1]); "
@@ -83,14 +83,22 @@ def plan_container(store, record, options, container_id):
     uid, gid, groups, home = spec.resolve_user(
         user, _image_file(lower_dirs, "etc/passwd"), _image_file(lower_dirs, "etc/group"))
     network_mode = options.get("network_mode") or "none"
-    if network_mode.startswith("container:"):
-        raise RunError(f"network_mode {network_mode!r} is not supported yet")
     workdir = options.get("working_dir") or image_config.get("WorkingDir") or "/"
     if not workdir.startswith("/"):
         raise RunError(f"working_dir {workdir!r} is not an absolute path")
     directory = os.path.join(store.root, "containers", container_id)
-    links = _links(store, options.get("links") or [], options.get("name") or hostname,
-                   network_mode, options.get("link_env", True))
+    try:
+        links = connect.links(store, options.get("links") or [], options.get("_remote_links"),
+                              options.get("name") or hostname, network_mode,
+                              options.get("link_env", True))
+    except connect.ConnectError as exc:
+        raise RunError(str(exc)) from None
+    exposed = sorted(set(image_config.get("ExposedPorts") or {})
+                     | {p if "/" in str(p) else f"{p}/tcp" for p in options.get("expose") or []})
+    ports = [spec.parse_port(p) for p in options.get("ports") or []]
+    if options.get("publish_all"):
+        chosen = {f"{p['port']}/{p['proto']}" for p in ports}
+        ports += [spec.parse_port(p) for p in exposed if p not in chosen]
     return {
         "id": container_id,
         "rootfs": os.path.join(directory, "rootfs"),
@@ -104,10 +112,8 @@ def plan_container(store, record, options, container_id):
                                   options.get("command")),
         "env": spec.environment(image_config, options.get("env"), hostname, home)
         + [item for link in links for item in link["env"]],
-        "links": [{"names": link["names"], "address": link["address"]} for link in links],
-        "exposed": sorted(set(image_config.get("ExposedPorts") or {})
-                          | {p if "/" in str(p) else f"{p}/tcp"
-                             for p in options.get("expose") or []}),
+        "links": [{k: v for k, v in link.items() if k != "env"} for link in links],
+        "exposed": exposed,
         "uid": uid, "gid": gid, "groups": groups,
         "working_dir": workdir,
         "capabilities": spec.capabilities(options.get("cap_add"), options.get("cap_drop"),
@@ -116,7 +122,7 @@ def plan_container(store, record, options, container_id):
         "no_new_privileges": bool(options.get("no_new_privileges")),
         "read_only": bool(options.get("read_only")),
         "init": bool(options.get("init")),
-        "ports": [spec.parse_port(p) for p in options.get("ports") or []],
+        "ports": ports,
         "rlimits": {name: (soft, hard) for name, soft, hard in
                     (spec.parse_ulimit(u) for u in options.get("ulimits") or [])},
         "network_mode": network_mode,
@@ -164,7 +170,7 @@ def _volumes_from(store, entries):
         name, _, mode = str(entry).partition(":")
         if mode not in ("", "ro", "rw"):
             raise RunError(f"volumes_from: {entry!r} is not NAME[:ro|:rw]")
-        found = find_container(store, name)
+        found = records.find_container(store.root, name)
         if found is None:
             raise RunError(f"volumes_from: no container named {name}")
         config = found[1]
@@ -176,21 +182,6 @@ def _volumes_from(store, entries):
                 copied["readonly"] = mode == "ro"
             mounts.append(copied)
     return mounts
-
-
-def find_container(store, name):
-    """(directory, config) of the container named ``name`` (or with that id), else None."""
-    base = os.path.join(store.root, "containers")
-    for entry in sorted(os.listdir(base)) if os.path.isdir(base) else []:
-        directory = os.path.join(base, entry)
-        try:
-            with open(os.path.join(directory, "config.json")) as handle:
-                config = json.load(handle)
-        except (OSError, ValueError):
-            continue
-        if config.get("name") == name or entry == name:
-            return directory, config
-    return None
 
 
 def volume_path(store_root, name):
@@ -214,66 +205,6 @@ def remove_anonymous_volumes(plan):
     for mount in plan["mounts"]:
         if mount.get("anonymous"):
             shutil.rmtree(os.path.dirname(mount["source"]), ignore_errors=True)
-
-
-def _links(store, entries, linker, network_mode, with_env):
-    """Other containers named by ``links`` (NAME[:ALIAS]): their names and address for
-    /etc/hosts and, unless ``with_env`` is false, Docker's legacy link variables."""
-    if entries and network_mode in ("none", "host"):
-        raise RunError("links need a network (network_mode bridge or a network's name)")
-    links = []
-    for entry in entries:
-        name, _, alias = str(entry).partition(":")
-        found = find_container(store, name)
-        if found is None:
-            raise RunError(f"links: no container named {name} on this host")
-        config = found[1]
-        addresses = [n["IPAddress"] for n in (config.get("network_settings") or {}).values()]
-        if not addresses:
-            raise RunError(f"links: container {name} has no network address")
-        alias = alias or name
-        env = spec.link_env(alias, linker, addresses[0], config.get("exposed") or [],
-                            config.get("env") or []) if with_env else []
-        links.append({"names": f"{alias} {name}" if alias != name else name,
-                      "address": addresses[0], "env": env})
-    return links
-
-
-def network_of(plan):
-    """The network a plan's container joins (None for none and host)."""
-    mode = plan["network_mode"]
-    if mode in ("none", "host"):
-        return None
-    return network.DEFAULT_NETWORK if mode == "bridge" else mode
-
-
-def join_network(store, plan):
-    """Attach the container to its network (if any): address, namespace, /etc/hosts."""
-    name = network_of(plan)
-    if name is None:
-        if plan.get("ports"):
-            raise RunError("ports need a network (network_mode bridge or a network's name)")
-        return None
-    try:
-        settings = network.attach(store, name, plan["id"], plan.get("ports"))
-    except network.NetworkError as exc:
-        raise RunError(str(exc)) from None
-    plan["netns"] = settings["netns"]
-    plan["published"] = settings["Ports"]
-    plan["network_settings"] = {name: {k: v for k, v in settings.items()
-                                       if k not in ("netns", "Ports")}}
-    with open(plan["etc_files"]["hosts"], "w") as handle:
-        handle.write(spec.hosts_file(plan["hostname"], settings["IPAddress"],
-                                     [(link["names"], link["address"])
-                                      for link in plan.get("links") or []]))
-    return settings
-
-
-def leave_network(store, plan):
-    """Undo join_network."""
-    name = network_of(plan)
-    if name is not None:
-        network.detach(store, name, plan["id"])
 
 
 def write_dir(plan, host_resolv="/etc/resolv.conf"):
@@ -386,7 +317,7 @@ def run(store_root, image, options, on_terminal=None):
         cgroup = driver.cgroup(options.get("cgroup_parent") or cgroups.DEFAULT_PARENT,
                                container_id)
         cgroup.create(limits)
-        join_network(store, plan)
+        connect.join(store, plan)
         if on_terminal is None:
             code, stdout, stderr = _launch_foreground(plan, cgroup)
             outcome = {"stdout": stdout.decode("utf-8", "replace"),
@@ -395,10 +326,10 @@ def run(store_root, image, options, on_terminal=None):
             outcome = on_terminal(lambda slave: _spawn(plan, cgroup, slave)[:2])
             code = outcome.pop("rc")
         oom = cgroup.oom_kills() > 0
-    except (OSError, cgroups.CgroupError) as exc:
+    except (OSError, cgroups.CgroupError, connect.ConnectError) as exc:
         raise RunError(f"cannot run the container: {exc}") from None
     finally:
-        leave_network(store, plan)
+        connect.leave(store, plan)
         if cgroup is not None:
             try:
                 cgroup.remove()

@@ -340,21 +340,26 @@ def parse_port(text):
     return {"host_ip": host_ip, "host_port": host, "port": port, "proto": proto}
 
 
-def link_env(alias, linker, address, exposed, target_env):
+def link_env(alias, linker, address, exposed, target_env, published=None):
     """Docker's legacy link variables for target ``alias`` at ``address``: ALIAS_PORT,
     ALIAS_PORT_<port>_<PROTO>[_ADDR|_PORT|_PROTO], ALIAS_NAME, ALIAS_ENV_<VAR> (the
-    target's environment but HOME and PATH). ``exposed``: ["5432/tcp", ...]."""
+    target's environment but HOME and PATH). ``exposed``: ["5432/tcp", ...];
+    ``published`` ({"5432/tcp": "15432"}, a target on another host): the port each one
+    is reached on at ``address``, named after the exposed port as Docker names them."""
+    published = published or {}
     prefix = "".join(c if c.isalnum() else "_" for c in alias).upper()
     env = [f"{prefix}_NAME=/{linker}/{alias}"]
     ports = sorted(exposed, key=lambda p: (int(p.split("/")[0]), p))
     if ports:
         first, proto = ports[0].split("/") if "/" in ports[0] else (ports[0], "tcp")
-        env.append(f"{prefix}_PORT={proto}://{address}:{first}")
+        reached = published.get(ports[0], first)
+        env.append(f"{prefix}_PORT={proto}://{address}:{reached}")
     for entry in ports:
         port, proto = entry.split("/") if "/" in entry else (entry, "tcp")
+        reached = published.get(entry, port)
         key = f"{prefix}_PORT_{port}_{proto.upper()}"
-        env += [f"{key}={proto}://{address}:{port}", f"{key}_ADDR={address}",
-                f"{key}_PORT={port}", f"{key}_PROTO={proto}"]
+        env += [f"{key}={proto}://{address}:{reached}", f"{key}_ADDR={address}",
+                f"{key}_PORT={reached}", f"{key}_PROTO={proto}"]
     for item in target_env:
         name, _, value = item.partition("=")
         if name not in ("HOME", "PATH"):

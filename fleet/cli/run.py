@@ -78,16 +78,21 @@ def _tmpfs(items):
               help="A host dir or named volume (or an anonymous one: DEST alone).")
 @click.option("--tmpfs", multiple=True, metavar="PATH[:OPTIONS]", help="A tmpfs mount.")
 @click.option("-p", "--publish", "ports", multiple=True, metavar="[HOST:]PORT[:PORT][/udp]",
-              help="Publish a port on the host (needs --network).")
-@click.option("--network", default="none", show_default=True,
-              help="none, host, bridge (the default network) or a network's name.")
+              help="Publish a port on the host.")
+@click.option("-P", "--publish-all", is_flag=True,
+              help="Publish every exposed port on a free host port.")
+@click.option("--expose", multiple=True, metavar="PORT[/udp]",
+              help="Offer a port to linked containers (repeatable).")
+@click.option("--link", "links", multiple=True, metavar="NAME[:ALIAS]",
+              help="Link to another container on the host (repeatable).")
+@click.option("--network", default="bridge", show_default=True,
+              help="bridge (the default network), none, host, a network's name, or "
+                   "container:NAME (share that container's).")
 @output_option
 def run(inventory_path, host, image, command, remove, detach, tty, name, restart, env,
-        entrypoint,
-        workdir, user,
-        hostname, memory, memory_swap, cpus, cpu_shares, pids_limit, cap_add, cap_drop,
-        privileged, read_only, ulimits, init, security_opt, volumes, tmpfs, ports, network,
-        output):
+        entrypoint, workdir, user, hostname, memory, memory_swap, cpus, cpu_shares,
+        pids_limit, cap_add, cap_drop, privileged, read_only, ulimits, init, security_opt,
+        volumes, tmpfs, ports, publish_all, expose, links, network, output):
     """Run COMMAND in a new container of IMAGE on inventory host HOST, in the foreground;
     print its output and exit with its exit code (125 when it could not run, 127 when
     the command is not in the image). Options go before HOST, as docker run's go before
@@ -117,8 +122,8 @@ def run(inventory_path, host, image, command, remove, detach, tty, name, restart
               "cap_drop": list(cap_drop), "privileged": privileged, "read_only": read_only,
               "no_new_privileges": bool(security_opt), "tmpfs": _tmpfs(tmpfs),
               "volumes": list(volumes), "init": init, "ulimits": list(ulimits),
-              "ports": list(ports),
-              "network_mode": network}
+              "ports": list(ports), "publish_all": publish_all, "expose": list(expose),
+              "links": list(links), "network_mode": network}
     optional = {"command": list(command) or None, "entrypoint": entrypoint,
                 "working_dir": workdir, "user": user, "hostname": hostname,
                 "memory": memory, "memory_swap": memory_swap, "cpus": cpus,

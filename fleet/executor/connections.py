@@ -34,6 +34,10 @@ class Connections:
             target = replace(target, become_user=become_user)
         return (host, target.become and target.become_user), target
 
+    def address(self, host):
+        """The address fleet reaches ``host`` at (ansible_host, else its name)."""
+        return self._key(host, None, None)[1].host
+
     def get(self, host, become=None, become_user=None):
         """The open session for ``host``, opening it now if needed; raises TransportError."""
         key, target = self._key(host, become, become_user)

@@ -12,6 +12,7 @@ import threading
 
 from agent_payload import argspec
 from fleet import modules, templating
+from fleet.executor import links
 from fleet.executor.content import Content
 from fleet.executor.results import CHANGED, FAILED, OK, SKIPPED, UNREACHABLE, TaskResult
 from fleet.transport.session import RequestError
@@ -36,6 +37,7 @@ class RunContext:
         self.gone = set()  # failed or unreachable: out of every later play
         self.play_hosts = {}  # {"play_hosts": PlayHosts} of the running batch
         self.pool = None  # the run's thread pool, set by the runner
+        self.link_lookups = links.LinkLookups(connections)
 
     def notify(self, host, name):
         """Remember that ``host`` notified handler (or listen topic) ``name``."""
@@ -179,6 +181,12 @@ def _run_once(ctx, play, task, chain, host, variables):  # noqa: C901 - one task
             args, content = _copy_source(ctx, args)
         elif task.action == "image" and not args.get("registry_auth"):
             args = _with_stored_login(args)
+        elif links.needs_lookup(task.action, args):
+            try:
+                args = links.resolve(ctx.link_lookups, task, host, args,
+                                     ctx.play_hosts["play_hosts"].active, become)
+            except links.LinkError as exc:
+                return {"failed": True, "changed": False, "msg": str(exc)}
         result = call_remote(ctx, session, host, task, task.action, args, check, content)
     else:
         handler = importlib.import_module("fleet.actions." + task.action)

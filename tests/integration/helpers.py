@@ -31,6 +31,19 @@ def lab_targets(inventory_path, **overrides):
     return targets
 
 
+def _remove_networks(target, store):
+    """The store's networks (its default one too): their bridges and rules are the
+    host's, and would outlive the store's directory."""
+    session = Session.open(target)
+    try:
+        listed = session.call("network_info", {"store": store}, timeout=60)
+        for found in listed.get("networks") or []:
+            session.call("network", {"name": found["Name"], "state": "absent",
+                                     "store": store}, timeout=60)
+    finally:
+        session.close()
+
+
 @contextlib.contextmanager
 def busybox_store(lab, lab_inventory, index):
     """A store and a cgroup parent of the test's own on lab host ``index`` with busybox
@@ -52,6 +65,7 @@ def busybox_store(lab, lab_inventory, index):
     try:
         yield target, store, parent, image, tag
     finally:
+        _remove_networks(target, store)
         ssh_run(config, state.hosts[index].address,
                 f"rm -rf {store}; for c in /sys/fs/cgroup/*/{parent}; "
                 f"do [ -d $c ] && rmdir $c/* $c 2>/dev/null; done; true")

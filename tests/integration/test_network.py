@@ -55,11 +55,12 @@ def test_networks_reach_within_and_not_across(lab, host):
             session.call("network", {"name": name, "state": "absent", "store": store})
     from agent_payload.runtime.network import _device, netns_name
     server_id = server["container"]["Id"]
-    devices = "\\|".join([_device(first), _device(second), "fleetv" + server_id[:8]])
+    devices = "\\|".join([_device(first, store), _device(second, store),
+                          "fleetv" + server_id[:8]])
     left = ssh_run(config, state.hosts[1].address,
                    f"ip netns list | grep -c {netns_name(server_id)}; "
                    f"ip link | grep -c '{devices}'; "
-                   f"iptables -S FORWARD | grep -c 'fleet-net-fleet-n.-{tag}'", check=False)
+                   f"iptables-save | grep -c 'fleet-net-\\({devices}\\)'", check=False)
     assert left.split() == ["0", "0", "0"], left
 
 
@@ -96,7 +97,7 @@ def test_published_ports(lab, host):
                                        "force_kill": True}, timeout=60)
         session.call("network", {"name": net, "state": "absent", "store": store})
     rules = ssh_run(config, state.hosts[1].address,
-                    "iptables -t nat -S | grep -c fleet-port; true", check=False)
+                    "iptables-save | grep -c fleet-port; true", check=False)
     assert rules.strip() == "0", rules
 
 

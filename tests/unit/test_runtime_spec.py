@@ -168,6 +168,7 @@ def test_network_names_and_macs():
     assert network._mac("10.89.0.2") == "02:42:0a:59:00:02"
     assert network._device("bridge") == "fleet0"
     assert network._device("frontend").startswith("fl-") and len(network._device("x")) <= 15
+    assert network._device("bridge", "/var/lib/fleet/other").startswith("fl-")
     assert network.netns_name("ab" * 32) == "fleet-abababababab"
     with pytest.raises(network.NetworkError, match="is not a network name"):
         network._check_name("../x")
@@ -200,3 +201,12 @@ def test_link_env_as_docker_writes_it():
         "DB_APP_PORT_5432_TCP=tcp://10.90.0.5:5432", "DB_APP_PORT_5432_TCP_ADDR=10.90.0.5",
         "DB_APP_PORT_5432_TCP_PORT=5432", "DB_APP_PORT_5432_TCP_PROTO=tcp",
         "DB_APP_ENV_PGDATA=/data"]
+
+
+def test_link_env_across_hosts_uses_published_ports():
+    env = spec.link_env("dbapp", "web", "10.231.0.11", ["5432/tcp"], [],
+                        {"5432/tcp": "15432"})
+    assert env == ["DBAPP_NAME=/web/dbapp", "DBAPP_PORT=tcp://10.231.0.11:15432",
+                   "DBAPP_PORT_5432_TCP=tcp://10.231.0.11:15432",
+                   "DBAPP_PORT_5432_TCP_ADDR=10.231.0.11", "DBAPP_PORT_5432_TCP_PORT=15432",
+                   "DBAPP_PORT_5432_TCP_PROTO=tcp"]
