@@ -122,12 +122,14 @@ def _mounts(plan, root):
 
 
 def _copy_up(target, volume):
-    """Fill a new volume with what the image has at its path, as Docker does."""
+    """Fill a new volume with what the image has at its path, as Docker does: its
+    content, and its owner and mode even when it is empty (a service's data dir)."""
     import shutil  # before pivot_root: imports still reach the host's files
 
-    if os.listdir(volume) or not os.listdir(target):
+    if os.listdir(volume):
         return
-    shutil.copytree(target, volume, symlinks=True, dirs_exist_ok=True)
+    if os.listdir(target):
+        shutil.copytree(target, volume, symlinks=True, dirs_exist_ok=True)
     st = os.lstat(target)
     os.chown(volume, st.st_uid, st.st_gid)
     os.chmod(volume, stat.S_IMODE(st.st_mode))

@@ -46,6 +46,9 @@ def store(tmp_path_factory):
     os.makedirs(os.path.join(seeded, "data"))
     with open(os.path.join(seeded, "data", "seed.txt"), "w") as handle:
         handle.write("from the image\n")
+    os.makedirs(os.path.join(seeded, "srv"))  # an empty data dir of its own user's
+    os.chown(os.path.join(seeded, "srv"), 1000, 1000)
+    os.chmod(os.path.join(seeded, "srv"), 0o750)
     s.save_image({"id": "sha256:" + "e" * 64, "manifest_digest": "sha256:" + "f" * 64,
                   "repo_tags": ["fleet-test/seeded:latest"], "repo_digests": [],
                   "layers": [CHAIN, SEEDED_CHAIN], "blobs": [], "size": 0,
@@ -168,8 +171,13 @@ def test_image_volumes_are_anonymous_filled_and_removed(store):
                                                 "volumes": [f"{named}:/data"],
                                                 "cgroup_parent": parent})
         assert first["stdout"] == "seed.txt\n"  # a new named volume gets the image's files
+        empty = run(root, "fleet-test/seeded", {"command": ["ls", "-ldn", "/srv"],
+                                                "volumes": [f"{named}-srv:/srv"],
+                                                "cgroup_parent": parent})
+        assert empty["stdout"].split()[:4] == ["drwxr-x---", "2", "1000", "1000"], empty
     finally:
-        shutil.rmtree(os.path.join(volumes, named), ignore_errors=True)
+        for name in (named, f"{named}-srv"):
+            shutil.rmtree(os.path.join(volumes, name), ignore_errors=True)
 
 
 def test_init_is_pid_1_and_passes_the_exit_code_on(store):
