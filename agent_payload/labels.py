@@ -6,3 +6,8 @@ PROJECT = "fleet.project"
 SERVICE = "fleet.service"
 REPLICA = "fleet.replica"
 REPLICAS = "fleet.replicas"
+
+
+def project_of(plan):
+    """The project a container's plan (or config.json) belongs to, else None."""
+    return ((plan.get("options") or {}).get("labels") or {}).get(PROJECT)

@@ -24,7 +24,7 @@ CANCEL_GRACE_SECONDS = 5.0
 # Modules the controller may call; nothing else under agent_payload is importable by name.
 MODULE_NAMES = ("facts", "ping", "command", "shell", "file", "copy", "image", "image_info",
                 "container_run", "container", "container_info", "container_exec", "volume",
-                "volume_info", "network", "network_info")
+                "volume_info", "network", "network_info", "teardown")
 
 
 class Cancelled(Exception):

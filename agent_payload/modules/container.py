@@ -22,6 +22,14 @@ Options (besides those of container_run, which this module shares):
       registry; a new image recreates the container), or never; with the image module's
       registry_auth, insecure_registries and ca_file.
   force_kill: with state=absent or stopped, kill at once instead of stopping.
+  replicas: run the service NAME as N containers NAME.1 … NAME.N (labels fleet.service,
+      fleet.replica, fleet.replicas). In a playbook the controller spreads them over the
+      play's hosts (placement: spread, the default, or {max_per_host: K};
+      constraints: ["group == web", "host != lab01"]; replicas that publish a fixed host
+      port go at most one per host) and rolls a change out batch by batch (update:
+      {parallelism: K, order: stop-first | start-first, monitor: seconds}); a host is
+      told which numbers it runs. Alone (fleet run), all N run on the host. Scaling down
+      removes the highest numbers; state=absent removes every replica.
 
 Idempotent: an existing container whose options equal the ones given is left as it is
 (started if asked); any difference (an option added, changed or removed) recreates it,
@@ -32,11 +40,14 @@ ends; its output goes to container.log as Docker's json-file driver writes it.
 Returns ``container``: the container as docker inspect shows it.
 """
 
-from agent_payload import argspec
+import os
+import time
+
+from agent_payload import argspec, labels
 from agent_payload.modules import image as image_module
 from agent_payload.modules.container_run import CONTAINER_OPTIONS
 from agent_payload.oci.store import Store, StoreError
-from agent_payload.runtime import containers
+from agent_payload.runtime import containers, records
 from agent_payload.runtime.containers import ContainerError
 
 ARGUMENT_SPEC = dict(
@@ -54,12 +65,24 @@ ARGUMENT_SPEC = dict(
     recreate={"type": "bool", "default": False},
     force_kill={"type": "bool", "default": False},
     pull={"type": "str", "default": "missing", "choices": ["missing", "always", "never"]},
+    replicas={"type": "int"},
+    placement={"type": "raw"},
+    constraints={"type": "list", "elements": "str", "default": []},
+    update={"type": "dict"},
+    # from the controller: the replica numbers this host runs (others are removed); of
+    # them _batch is converged now (default: all) and _probe only says which of the
+    # rest would change (``stale``); _wait: seconds a changed replica must stay up
+    _replicas={"type": "list", "elements": "int"},
+    _batch={"type": "list", "elements": "int"},
+    _probe={"type": "bool", "default": False},
+    _wait={"type": "float", "default": 0.0},
     **{key: image_module.ARGUMENT_SPEC[key]
        for key in ("registry_auth", "insecure_registries", "ca_file")},
 )
 # What the container is made from; the rest only says what to do with it.
 _ACTIONS = ("name", "state", "store", "recreate", "force_kill", "stop_timeout", "pull",
-            "registry_auth", "insecure_registries", "ca_file")
+            "registry_auth", "insecure_registries", "ca_file", "replicas", "placement",
+            "constraints", "update", "_replicas", "_batch", "_probe", "_wait")
 
 
 def _wanted(params):
@@ -67,7 +90,18 @@ def _wanted(params):
             if key not in _ACTIONS and value is not None}
 
 
+def _comparable(options):
+    """Options as compared for a recreate: how many replicas are wanted is not one of
+    them (scaling leaves the running replicas alone; their label is updated in place)."""
+    found = dict(options.get("labels") or {})
+    if labels.REPLICAS not in found:
+        return options
+    found.pop(labels.REPLICAS)
+    return dict(options, labels=found)
+
+
 def _differences(old, new):
+    old, new = _comparable(old), _comparable(new)
     keys = sorted(set(old) | set(new))
     return {key: {"before": old.get(key), "after": new.get(key)}
             for key in keys if old.get(key) != new.get(key)}
@@ -88,9 +122,106 @@ def run(params, ctx):
                        "on-failure[:N], always or unless-stopped"}
     try:
         store = Store(params["store"])
+        if params.get("replicas") is not None:
+            return _service(store, params, ctx)
         return _converge(store, params, ctx)
     except (ContainerError, StoreError, OSError) as exc:
         return {"failed": True, "changed": False, "msg": f"{name}: {exc}"}
+
+
+def _replicas_here(store, service, project):
+    """{number: (directory, config)} of the service's replicas on this host."""
+    found = {}
+    for directory, config in containers.list_all(store):
+        own = (config.get("options") or {}).get("labels") or {}
+        if own.get(labels.SERVICE) == service and own.get(labels.PROJECT) == project \
+                and str(own.get(labels.REPLICA, "")).isdigit():
+            found[int(own[labels.REPLICA])] = (directory, config)
+    return found
+
+
+def _service(store, params, ctx):
+    """The replicas of service NAME this host runs (``_replicas``, else all of them)."""
+    service, wanted = params["name"], params["replicas"]
+    if wanted < 0:
+        raise ContainerError("replicas must be 0 or more")
+    numbers = params.get("_replicas")
+    if numbers is None:
+        numbers = list(range(1, wanted + 1))
+    if params["state"] == "absent":
+        numbers = []
+    batch = numbers if params.get("_batch") is None else params["_batch"]
+    given = dict(params.get("labels") or {})
+    here = _replicas_here(store, service, given.get(labels.PROJECT))
+    result = {"changed": False, "containers": [], "removed": [], "stale": []}
+    timeout = 0 if params["force_kill"] else params["stop_timeout"]
+    for number in sorted(set(here) - set(numbers), reverse=True):
+        directory, config = here[number]
+        result["changed"] = True
+        result["removed"].append(config["name"])
+        if not ctx.check_mode:
+            if timeout:
+                containers.stop(directory, config, timeout)
+            containers.remove(directory, config, force=True)
+    for number in sorted(numbers):
+        replica = dict(params, name=f"{service}.{number}", replicas=None,
+                       hostname=params.get("hostname") or f"{service}.{number}", labels=dict(
+            given, **{labels.SERVICE: service, labels.REPLICA: str(number),
+                      labels.REPLICAS: str(wanted)}))
+        if number not in batch:
+            if params["_probe"] and _converge(store, replica, _Dry(ctx))["changed"]:
+                result["stale"].append(number)
+            continue
+        outcome = _converge(store, replica, ctx)
+        result["changed"] = result["changed"] or outcome["changed"]
+        if outcome.get("container"):
+            _relabel(store, replica, outcome, ctx)
+            if params["_wait"] and outcome["changed"] and not ctx.check_mode:
+                outcome["container"] = _settled(store, replica["name"], params["_wait"])
+            result["containers"].append(outcome["container"])
+    return result
+
+
+class _Dry:
+    """A check-mode view of a request's context (what would change, nothing done)."""
+
+    check_mode, diff_mode = True, False
+
+    def __init__(self, ctx):
+        self.payload_info = ctx.payload_info
+
+
+def _relabel(store, replica, outcome, ctx):
+    """A kept replica's fleet.replicas label, updated in place when scaling."""
+    current = outcome["container"]["Config"]["Labels"]
+    wanted = replica["labels"][labels.REPLICAS]
+    if current.get(labels.REPLICAS) == wanted or ctx.check_mode:
+        return
+    directory, config = containers.find(store, replica["name"])
+    config["options"]["labels"] = dict(config["options"].get("labels") or {},
+                                       **{labels.REPLICAS: wanted})
+    records.write_json(os.path.join(directory, "config.json"), config)
+    outcome["container"] = containers.inspect(directory, config)
+
+
+def _settled(store, name, seconds):
+    """Wait until the replica is healthy (with a healthcheck) or has kept running for
+    ``seconds``; ContainerError when it exits or turns unhealthy (a rollout stops)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        directory, config = containers.find(store, name)
+        shown = containers.inspect(directory, config)
+        state = shown["State"]
+        health = (state.get("Health") or {}).get("Status")
+        if not state["Running"] or state["Restarting"]:
+            raise ContainerError(f"{name} did not stay up (exit code {state['ExitCode']})")
+        if health == "unhealthy":
+            raise ContainerError(f"{name} is unhealthy")
+        if health == "healthy" or (health is None and time.monotonic() >= deadline):
+            return shown
+        if health is not None and time.monotonic() >= deadline + 60:
+            raise ContainerError(f"{name} was not healthy within {seconds + 60:.0f}s")
+        time.sleep(0.1)
 
 
 def _converge(store, params, ctx):

@@ -11,6 +11,7 @@ Options:
   userland_proxy: publish its containers' ports with a userland proxy instead of the
       kernel's NAT (default false; the proxy is also what a host without iptables and
       nftables gets).
+  labels: a mapping kept with a new network.
   state: present (default) or absent (refused while a container is attached).
   store: the content store's root (default /var/lib/fleet).
 
@@ -26,6 +27,7 @@ ARGUMENT_SPEC = {
     "masquerade": {"type": "bool", "default": True},
     "icc": {"type": "bool", "default": True},
     "userland_proxy": {"type": "bool", "default": False},
+    "labels": {"type": "dict", "default": {}},
     "state": {"type": "str", "default": "present", "choices": ["present", "absent"]},
     "store": {"type": "path", "default": "/var/lib/fleet"},
 }
@@ -36,7 +38,8 @@ def shown(record):
     return {"Name": record["name"], "Id": record["id"], "Driver": "bridge",
             "Subnet": record["subnet"], "Gateway": record["gateway"],
             "Bridge": record["bridge"], "Masquerade": record.get("masquerade", True),
-            "ICC": record.get("icc", True), "UserlandProxy": record.get("userland_proxy", False)}
+            "ICC": record.get("icc", True), "UserlandProxy": record.get("userland_proxy", False),
+            "Labels": record.get("labels") or {}}
 
 
 def run(params, ctx):
@@ -67,6 +70,6 @@ def run(params, ctx):
             return {"changed": True}
         return {"changed": True, "network": shown(network.ensure(
             store, name, params.get("subnet"), params["masquerade"], params["icc"],
-            params["userland_proxy"]))}
+            params["userland_proxy"], {k: str(v) for k, v in params["labels"].items()}))}
     except (network.NetworkError, StoreError, OSError) as exc:
         return {"failed": True, "changed": False, "msg": str(exc)}

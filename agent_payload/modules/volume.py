@@ -4,6 +4,7 @@ Options:
   name: the volume's name ([a-zA-Z0-9][a-zA-Z0-9_.-]+).
   state: present (default) or absent (refused while a container uses it, unless force).
   force: remove it even when containers use it.
+  labels: a mapping kept with a new volume (docker volume create --label).
   store: the content store's root (default /var/lib/fleet).
 
 Returns ``volume`` as docker volume inspect shows it (Name, Driver, Mountpoint, Scope),
@@ -18,6 +19,7 @@ ARGUMENT_SPEC = {
     "name": {"type": "str", "required": True},
     "state": {"type": "str", "default": "present", "choices": ["present", "absent"]},
     "force": {"type": "bool", "default": False},
+    "labels": {"type": "dict", "default": {}},
     "store": {"type": "path", "default": "/var/lib/fleet"},
 }
 
@@ -30,7 +32,7 @@ def run(params, ctx):
         exists = bool([v for v in volumes.list_volumes(store) if v["Name"] == name])
         if params["state"] == "present":
             if not exists and not ctx.check_mode:
-                volumes.create(store, name)
+                volumes.create(store, name, {k: str(v) for k, v in params["labels"].items()})
             return {"changed": not exists, "volume": volumes.describe(store, name)}
         if exists and not ctx.check_mode:
             volumes.remove(store, name, params["force"])

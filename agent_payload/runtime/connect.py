@@ -14,6 +14,7 @@ files, rewritten in place) and, with icc false, their firewall openings follow i
 
 import os
 
+from agent_payload import labels
 from agent_payload.runtime import network, records, spec
 
 
@@ -97,7 +98,10 @@ def join(store, plan):
                                "name)")
         return None
     try:
-        settings = network.attach(store, name, plan["id"], plan.get("ports"))
+        project = labels.project_of(plan)
+        made_for = {labels.PROJECT: project} if project and name != network.DEFAULT_NETWORK \
+            else None  # a network made on first use is its project's, but never bridge
+        settings = network.attach(store, name, plan["id"], plan.get("ports"), made_for)
         plan["netns"] = settings["netns"]
         plan["published"] = settings["Ports"]
         plan["network_settings"] = {name: {k: v for k, v in settings.items()

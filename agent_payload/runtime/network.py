@@ -231,7 +231,7 @@ def _bring_up(record):
 
 
 def ensure(store, name=DEFAULT_NETWORK, subnet=None, masquerade=True, icc=True,
-           userland_proxy=False):
+           userland_proxy=False, labels=None):
     """The network ``name`` (made if missing, its bridge up); its record. ``icc`` false:
     its containers reach each other only along links, on exposed ports.
     ``userland_proxy``: its published ports go through proxy.py, not the kernel's NAT."""
@@ -259,7 +259,8 @@ def ensure(store, name=DEFAULT_NETWORK, subnet=None, masquerade=True, icc=True,
             record = {"name": name, "id": hashlib.sha256(os.urandom(32)).hexdigest(),
                       "subnet": str(network), "gateway": str(next(network.hosts())),
                       "bridge": _device(name, store.root), "masquerade": bool(masquerade),
-                      "icc": bool(icc), "userland_proxy": bool(userland_proxy)}
+                      "icc": bool(icc), "userland_proxy": bool(userland_proxy),
+                      "labels": dict(labels or {})}
             _write(os.path.join(_dir(store), f"{name}.json"), record)
         if not os.path.isdir(f"/sys/class/net/{record['bridge']}"):
             _bring_up(record)  # new, or gone with a reboot (its rules went with it)
@@ -295,11 +296,11 @@ def netns_name(container_id):
     return "fleet-" + container_id[:12]
 
 
-def attach(store, name, container_id, mappings=None):
-    """Give the container an address on network ``name`` and its namespace, and publish
-    ``mappings`` (spec.parse_port's); return its settings (IPAddress, Gateway,
-    IPPrefixLen, MacAddress, NetworkID, netns, Ports)."""
-    record = ensure(store, name)
+def attach(store, name, container_id, mappings=None, labels=None):
+    """Give the container an address on network ``name`` (made with ``labels`` if new)
+    and its namespace, and publish ``mappings`` (spec.parse_port's); return its settings
+    (IPAddress, Gateway, IPPrefixLen, MacAddress, NetworkID, netns, Ports)."""
+    record = ensure(store, name, labels=labels)
     network = ipaddress.ip_network(record["subnet"])
     ipam_path = os.path.join(_dir(store), f"{name}.ipam.json")
     with _Locked(store):

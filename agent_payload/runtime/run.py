@@ -19,7 +19,7 @@ import shutil
 import stat
 import sys
 
-from agent_payload import cgroups
+from agent_payload import cgroups, labels
 from agent_payload.oci.store import Store
 from agent_payload.runtime import connect, records, spec
 
@@ -184,6 +184,9 @@ def _volumes_from(store, entries):
     return mounts
 
 
+VOLUME_LABELS = "labels.json"  # beside a named volume's _data
+
+
 def volume_path(store_root, name):
     """The directory containers see of volume ``name`` (Docker's layout)."""
     return os.path.join(store_root, "volumes", name, "_data")
@@ -198,6 +201,11 @@ def prepare_volumes(plan):
         created = not os.path.exists(mount["source"])
         if created:
             os.makedirs(mount["source"], mode=0o755)
+            project = labels.project_of(plan)
+            if project and "volume" in mount and not mount.get("anonymous"):
+                # made for a project's container: the project's, for `fleet down --volumes`
+                records.write_json(os.path.join(os.path.dirname(mount["source"]),
+                                                VOLUME_LABELS), {labels.PROJECT: project})
         mount["copy_up"] = created and "volume" in mount
 
 

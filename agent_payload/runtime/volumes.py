@@ -9,8 +9,8 @@ container and go with it.
 import os
 import shutil
 
-from agent_payload.runtime import containers, spec
-from agent_payload.runtime.run import volume_path
+from agent_payload.runtime import containers, records, spec
+from agent_payload.runtime.run import VOLUME_LABELS, volume_path
 
 
 class VolumeError(Exception):
@@ -36,19 +36,28 @@ def users(store, name):
                   if any(m.get("volume") == name for m in config.get("mounts") or []))
 
 
+def labels_of(store, name):
+    """The volume's labels ({} when it has none)."""
+    path = os.path.join(os.path.dirname(data_path(store, name)), VOLUME_LABELS)
+    return records.read_json(path, {}) or {}
+
+
 def describe(store, name):
     """The volume as docker volume inspect shows it (plus UsedBy)."""
     return {"Name": name, "Driver": "local", "Mountpoint": data_path(store, name),
-            "Scope": "local", "UsedBy": users(store, name)}
+            "Scope": "local", "Labels": labels_of(store, name),
+            "UsedBy": users(store, name)}
 
 
-def create(store, name):
-    """Make the volume; False when it exists already."""
+def create(store, name, labels=None):
+    """Make the volume (with ``labels``); False when it exists already."""
     _check_name(name)
     path = data_path(store, name)
     if os.path.isdir(path):
         return False
     os.makedirs(path, mode=0o755)
+    if labels:
+        records.write_json(os.path.join(os.path.dirname(path), VOLUME_LABELS), labels)
     return True
 
 

@@ -32,13 +32,18 @@ def lab():
 @lab.command()
 @click.option("--hosts", "count", default=3, show_default=True, type=click.IntRange(1),
               help="How many hosts the lab should have.")
+@click.option("--demo", is_flag=True,
+              help="Also push the demo's images (PostgreSQL, Redis and a web app, built "
+                   "once from Debian packages and cached in /var/cache/fleet-demo) for "
+                   "playbooks/bestwebappever.yml.")
 @output_option
-def up(count, output):
+def up(count, demo, output):
     """Bring the lab up with COUNT hosts (idempotent: running hosts are kept).
 
     \b
     Example:
       fleet lab up --hosts 32
+      fleet lab up --demo && fleet apply playbooks/bestwebappever.yml -i inventories/lab.ini
     """
     import time
 
@@ -47,6 +52,16 @@ def up(count, output):
     say = (lambda text: click.echo("  " + text, err=True)) if output == "text" else None
     try:
         state = lab_lib.up(_config(), count, say)
+        if demo:
+            from fleet.lab.demo_images import DemoImageError, push_demo_images
+            from fleet.lab.registries import registry_status
+            plain = [r for r in registry_status(str(_config().state_dir))
+                     if r.alive and r.name == "plain"]
+            try:
+                push_demo_images(str(_config().state_dir), plain,
+                                 on_progress=say or (lambda text: None))
+            except DemoImageError as exc:
+                _fail(exc)
     except (lab_lib.LabError, RuntimeError, OSError) as exc:
         _fail(exc)
     if output == "json":

@@ -37,6 +37,7 @@ def run_playbook(playbook, inventory, options, reporter=None, connections=None):
     ctx = RunContext(options, hostvars, connections, reporter,
                      str(playbook.path.parent))
     ctx.play_hosts = holder
+    ctx.playbook = playbook
     ctx.pool = ThreadPoolExecutor(max_workers=max(1, options.forks))
     try:
         for play in playbook.plays:

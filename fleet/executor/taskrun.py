@@ -11,8 +11,8 @@ import os
 import threading
 
 from agent_payload import argspec
-from fleet import modules, templating
-from fleet.executor import links
+from fleet import modules, projects, templating
+from fleet.executor import links, services
 from fleet.executor.content import Content
 from fleet.executor.results import CHANGED, FAILED, OK, SKIPPED, UNREACHABLE, TaskResult
 from fleet.transport.session import RequestError
@@ -38,6 +38,8 @@ class RunContext:
         self.play_hosts = {}  # {"play_hosts": PlayHosts} of the running batch
         self.pool = None  # the run's thread pool, set by the runner
         self.link_lookups = links.LinkLookups(connections)
+        self.service_runs = services.ServiceRuns(connections)
+        self.playbook = None  # what labels the objects its tasks create (projects.py)
 
     def notify(self, host, name):
         """Remember that ``host`` notified handler (or listen topic) ``name``."""
@@ -171,6 +173,8 @@ def _run_once(ctx, play, task, chain, host, variables):  # noqa: C901 - one task
     spec = modules.user_spec(action.spec)
     if spec is not None:
         args = argspec.validate(spec, args)
+    if ctx.playbook is not None:
+        args = projects.with_project(task.action, args, ctx.playbook.project_of(play))
     check = _check_mode(ctx, task)
     become = (_inherited(task, chain, play, "become"),
               _inherited(task, chain, play, "become_user"))
@@ -181,7 +185,17 @@ def _run_once(ctx, play, task, chain, host, variables):  # noqa: C901 - one task
             args, content = _copy_source(ctx, args)
         elif task.action == "image" and not args.get("registry_auth"):
             args = _with_stored_login(args)
-        elif links.needs_lookup(task.action, args):
+        if services.is_service(task.action, args):
+            hosts = ctx.play_hosts["play_hosts"].active
+
+            def prepare(target, params):  # each replica host's links, resolved from there
+                if links.needs_lookup(task.action, params):
+                    return links.resolve(ctx.link_lookups, task, target, params, hosts, become)
+                return params
+
+            result = ctx.service_runs.result(task, host, args, hosts, become, prepare, check)
+            return _finish(task, result, variables)
+        if links.needs_lookup(task.action, args):
             try:
                 args = links.resolve(ctx.link_lookups, task, host, args,
                                      ctx.play_hosts["play_hosts"].active, become)
@@ -191,6 +205,11 @@ def _run_once(ctx, play, task, chain, host, variables):  # noqa: C901 - one task
     else:
         handler = importlib.import_module("fleet.actions." + task.action)
         result = handler.run(args, ActionContext(ctx, host, task, variables, check, become))
+    return _finish(task, result, variables)
+
+
+def _finish(task, result, variables):
+    """changed_when / failed_when over a task's result."""
     result.setdefault("changed", False)
     result.setdefault("failed", False)
     if task.changed_when is not None or task.failed_when is not None:

@@ -105,6 +105,7 @@ class Play:
     handlers: list[Task] = field(default_factory=list)
     tags: list[str] = field(default_factory=list)
     ignore_errors: bool = False
+    project: str | None = None  # the label of what its tasks create (default: the file's)
     key_origins: dict = field(default_factory=dict, repr=False, compare=False)
 
 
@@ -114,3 +115,23 @@ class Playbook:
 
     path: Path
     plays: list[Play]
+
+    def project_of(self, play: Play) -> str:
+        """The project a play's objects are labelled with: its ``project``, else the
+        first play's that names one, else the playbook's file name without .yml."""
+        named = [p.project for p in self.plays if p.project]
+        return play.project or (named[0] if named else default_project(self.path))
+
+    @property
+    def projects(self) -> list[str]:
+        """Every project the playbook's plays label their objects with."""
+        return sorted({self.project_of(play) for play in self.plays})
+
+
+def default_project(path) -> str:
+    """A playbook's default project name: its file name without the extension."""
+    stem = Path(path).name
+    for suffix in (".yml", ".yaml"):
+        if stem.endswith(suffix):
+            return stem[: -len(suffix)]
+    return stem

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import keyword
+import re
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ __all__ = ["load_playbook", "PLAY_KEYWORDS", "TASK_KEYWORDS", "BLOCK_KEYWORDS"]
 PLAY_KEYWORDS = (
     "name", "hosts", "gather_facts", "vars", "vars_files", "become", "become_user",
     "serial", "strategy", "pre_tasks", "tasks", "post_tasks", "handlers", "tags",
-    "ignore_errors",
+    "ignore_errors", "project",
 )  # fmt: skip
 TASK_KEYWORDS = (
     "name", "action", "args", "when", "loop", "with_items", "with_list", "loop_control",
@@ -38,6 +39,7 @@ BLOCK_KEYWORDS = (
     "ignore_errors",
 )  # fmt: skip
 LOOP_CONTROL = ("loop_var",)
+_PROJECT_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
 
 # Ansible keywords fleet does not implement: named as unsupported, not as typos.
 _ANSIBLE_COMMON = (
@@ -285,6 +287,10 @@ def _play(ctx: _Context, ds: Any, where: Origin) -> Play:
         )
     vars_files = _string_list(ctx, ds, "vars_files")
     tags = _tags(ctx, ds, [])
+    project = _string(ctx, ds, "project")
+    if project is not None and not _PROJECT_NAME.fullmatch(project):
+        raise ctx.fail(f"project: {project!r} is not a project name ([a-zA-Z0-9][a-zA-Z0-9_.-]*)",
+                       _where(ds, "project"))
     play = Play(
         name=_string(ctx, ds, "name", hosts),
         hosts=hosts,
@@ -298,6 +304,7 @@ def _play(ctx: _Context, ds: Any, where: Origin) -> Play:
         strategy=strategy,
         tags=tags,
         ignore_errors=_bool(ctx, ds, "ignore_errors", False),
+        project=project,
         key_origins=dict(ds.key_origins),
     )
     play.pre_tasks = _task_list(ctx, ds, "pre_tasks", tags, handler=False)

@@ -254,7 +254,7 @@ ERROR_CASES = [
         "- hosts: all\n  xyzzy: 1\n",
         "site.yml:2: unknown play keyword 'xyzzy' (known: name, hosts, "
         "gather_facts, vars, vars_files, become, become_user, serial, strategy, pre_tasks, tasks, "
-        "post_tasks, handlers, tags, ignore_errors)",
+        "post_tasks, handlers, tags, ignore_errors, project)",
     ),
     (
         "- hosts: all\n  roles: [web]\n",
