@@ -5,7 +5,7 @@ driver when the unified hierarchy holds the controllers containers need (memory,
 cpu), else a V1 driver over the v1 hierarchies that have them. ``driver.cgroup(parent,
 name)`` is a container's cgroup ``PARENT/NAME`` in every hierarchy; ``create(limits)``
 makes it and writes the limits, ``add(pid)`` moves a process in, ``oom_kills()``,
-``usage()`` and ``pids()`` read it back, ``kill()`` and ``remove()`` end it.
+``usage()``, ``stats()`` and ``pids()`` read it back, ``kill()`` and ``remove()`` end it.
 
 Limits use Docker's names and units: ``memory`` and ``memory_swap`` in bytes
 (``memory_swap`` is memory plus swap; -1 lifts the swap limit; unset, swap equals memory
@@ -27,6 +27,9 @@ MIN_MEMORY = 6 * 1024 * 1024  # Docker refuses less: the runtime itself needs so
 CPU_PERIOD = 100000  # microseconds, the CFS default
 WANTED = ("memory", "pids", "cpu")
 DEFAULT_PARENT = "fleet"
+# v1 writes "no limit" as the largest page-aligned counter (9223372036854771712 with 4 KiB
+# pages); anything from 2**62 up is taken for it.
+V1_UNLIMITED = 2 ** 62
 
 
 class CgroupError(Exception):
@@ -72,6 +75,12 @@ def _read(path, default=None):
             return handle.read()
     except OSError:
         return default
+
+
+def _int(text):
+    """An integer file's value, or None when it is missing or not a number ("max")."""
+    text = (text or "").strip()
+    return int(text) if text.lstrip("-").isdigit() else None
 
 
 def _keyed(text):
@@ -189,6 +198,21 @@ class _V1Cgroup(_Cgroup):
         cpu = _read(os.path.join(self.dirs.get("cpuacct", ""), "cpuacct.usage"))
         return {"memory": int(memory) if memory else 0, "cpu_ns": int(cpu) if cpu else 0}
 
+    def stats(self):
+        """What `fleet top` shows, as Docker computes it: {"cpu_ns": CPU time used so far,
+        "memory": bytes used less the inactive page cache, "memory_limit": bytes or None
+        when unlimited, "pids": tasks in the cgroup}."""
+        memory_dir, pids_dir = self.dirs.get("memory", ""), self.dirs.get("pids", "")
+        used = _int(_read(os.path.join(memory_dir, "memory.usage_in_bytes"))) or 0
+        inactive = _keyed(_read(os.path.join(memory_dir, "memory.stat"))).get(
+            "total_inactive_file", 0)
+        limit = _int(_read(os.path.join(memory_dir, "memory.limit_in_bytes")))
+        pids = _int(_read(os.path.join(pids_dir, "pids.current")))
+        return {"cpu_ns": self.usage()["cpu_ns"], "memory": max(used - inactive, 0),
+                "memory_limit": limit if limit is not None and 0 < limit < V1_UNLIMITED
+                else None,
+                "pids": pids if pids is not None else len(self.pids())}
+
 
 class _V2Cgroup(_Cgroup):
     def create(self, limits):
@@ -230,6 +254,18 @@ class _V2Cgroup(_Cgroup):
         memory = _read(os.path.join(path, "memory.current"))
         cpu = _keyed(_read(os.path.join(path, "cpu.stat"))).get("usage_usec", 0)
         return {"memory": int(memory) if memory else 0, "cpu_ns": cpu * 1000}
+
+    def stats(self):
+        """What `fleet top` shows, as Docker computes it: {"cpu_ns": CPU time used so far,
+        "memory": bytes used less the inactive page cache, "memory_limit": bytes or None
+        when unlimited ("max"), "pids": tasks in the cgroup}."""
+        path = self.dirs["unified"]
+        used = _int(_read(os.path.join(path, "memory.current"))) or 0
+        inactive = _keyed(_read(os.path.join(path, "memory.stat"))).get("inactive_file", 0)
+        pids = _int(_read(os.path.join(path, "pids.current")))
+        return {"cpu_ns": self.usage()["cpu_ns"], "memory": max(used - inactive, 0),
+                "memory_limit": _int(_read(os.path.join(path, "memory.max"))),
+                "pids": pids if pids is not None else len(self.pids())}
 
     def kill(self, timeout=5.0):
         """cgroup.kill where the kernel has it (5.14+), else signal each process."""

@@ -31,6 +31,7 @@ COMMANDS = {
     "restart": ("fleet.cli.containers", "restart"),
     "stop": ("fleet.cli.containers", "stop"),
     "rm": ("fleet.cli.containers", "rm"),
+    "top": ("fleet.cli.containers", "top"),
 }
 SUMMARIES = {
     "apply": "Run a playbook on the inventory's hosts (check, diff, tags, limit).",
@@ -45,16 +46,17 @@ SUMMARIES = {
     "rmi": "Remove an image from hosts (same as image rm).",
     "inventory": "Show an inventory as ansible-inventory does (--list, --graph, --host).",
     "run": "Run a container in the foreground on a host (like docker run --rm).",
-    "ps": "List the containers on hosts (running; -a for all).",
+    "ps": "List the containers on hosts (running; -a for all) and their services.",
     "volume": "Named volumes on hosts: ls, create, rm.",
     "network": "Container networks on hosts: ls, create, rm.",
     "exec": "Run a command in a running container (its namespaces and cgroup).",
-    "inspect": "Print a container's docker inspect JSON.",
-    "logs": "Print a container's output (--tail, --timestamps).",
+    "inspect": "Print a container's docker inspect JSON (found on any host).",
+    "logs": "Print a container's output, or a service's replicas' merged (-n, -t, -f).",
     "start": "Start existing containers on a host.",
     "restart": "Stop and start containers on a host.",
     "stop": "Stop containers on a host (stop signal, then SIGKILL).",
     "rm": "Remove containers from a host (-f: even running ones).",
+    "top": "Show the running containers' CPU and memory (like docker stats).",
 }
 
 

@@ -153,3 +153,77 @@ def test_shares_to_weight_matches_runc():
     assert cgroups.shares_to_weight(2) == 1
     assert cgroups.shares_to_weight(1024) == 39
     assert cgroups.shares_to_weight(262144) == 10000
+
+
+def test_v1_stats(v1):
+    driver, root = v1
+    group = driver.cgroup("fleet", "c5")
+    group.create({})
+    memory = root / "memory/fleet/c5"
+    (memory / "memory.usage_in_bytes").write_text(f"{10 * MiB}\n")
+    (memory / "memory.stat").write_text(
+        f"cache 100\ninactive_file 7\ntotal_inactive_file {2 * MiB}\n")
+    (memory / "memory.limit_in_bytes").write_text("9223372036854771712\n")  # no limit
+    (root / "cpu,cpuacct/fleet/c5/cpuacct.usage").write_text("5000\n")
+    (root / "pids/fleet/c5/pids.current").write_text("3\n")
+    assert group.stats() == {"cpu_ns": 5000, "memory": 8 * MiB, "memory_limit": None,
+                             "pids": 3}
+    (memory / "memory.limit_in_bytes").write_text(f"{64 * MiB}\n")
+    (root / "pids/fleet/c5/pids.current").unlink()  # no pids.current: count the procs
+    (root / "pids/fleet/c5/cgroup.procs").write_text("11\n12\n")
+    assert group.stats()["memory_limit"] == 64 * MiB and group.stats()["pids"] == 2
+
+
+def test_v2_stats(v2):
+    driver, root = v2
+    group = driver.cgroup("fleet", "c2")
+    group.create({"memory": 64 * MiB})
+    c2 = root / "fleet" / "c2"
+    (c2 / "memory.current").write_text(f"{5 * MiB}\n")
+    (c2 / "memory.stat").write_text(f"anon 100\nfile 200\ninactive_file {MiB}\n")
+    (c2 / "cpu.stat").write_text("usage_usec 2500\nuser_usec 2000\nsystem_usec 500\n")
+    (c2 / "pids.current").write_text("4\n")
+    assert group.stats() == {"cpu_ns": 2_500_000, "memory": 4 * MiB,
+                             "memory_limit": 64 * MiB, "pids": 4}
+    (c2 / "memory.max").write_text("max\n")
+    assert group.stats()["memory_limit"] is None
+
+
+def test_stats_of_a_cgroup_that_is_gone(v2):
+    driver, _ = v2
+    assert driver.cgroup("fleet", "never").stats() == {
+        "cpu_ns": 0, "memory": 0, "memory_limit": None, "pids": 0}
+
+
+def test_container_info_samples_cpu_between_two_reads(v2, monkeypatch):
+    from agent_payload.modules import container_info
+    driver, root = v2
+    groups = {}
+    for name in ("busy", "idle"):
+        groups[name] = driver.cgroup("fleet", name)
+        groups[name].create({"memory": 64 * MiB} if name == "busy" else {})
+        (root / "fleet" / name / "cpu.stat").write_text("usage_usec 1000000\n")
+        (root / "fleet" / name / "memory.current").write_text(f"{MiB}\n")
+    # each container's clock: read with its first sample, and after its second
+    clock = iter([100.0, 100.1, 100.5, 100.6])
+    monkeypatch.setattr(container_info.time, "monotonic", lambda: next(clock))
+
+    def sleep(seconds):
+        assert seconds == container_info.STATS_INTERVAL
+        # the busy one uses 0.75 s of CPU in the 0.5 s between its reads: 1.5 CPUs
+        (root / "fleet" / "busy" / "cpu.stat").write_text("usage_usec 1750000\n")
+
+    shown = container_info.sample(groups, total=32 * MiB, sleep=sleep)
+    assert shown["busy"] == {"cpu_percent": 150.0, "cpu_ns": 1_750_000_000,
+                             "memory": MiB, "memory_limit": 32 * MiB, "pids": 0}
+    assert shown["idle"] == {"cpu_percent": 0.0, "cpu_ns": 1_000_000_000, "memory": MiB,
+                             "memory_limit": 32 * MiB, "pids": 0}  # no limit: the host's
+    assert container_info.sample({}, sleep=lambda _: pytest.fail("nothing to wait for")) == {}
+
+
+def test_memory_total(tmp_path):
+    from agent_payload.modules.container_info import memory_total
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:        2048 kB\nMemFree:          100 kB\n")
+    assert memory_total(str(meminfo)) == 2 * MiB
+    assert memory_total(str(tmp_path / "none")) is None
