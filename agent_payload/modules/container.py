@@ -134,9 +134,11 @@ def _replicas_here(store, service, project):
     found = {}
     for directory, config in containers.list_all(store):
         own = (config.get("options") or {}).get("labels") or {}
+        number = str(own.get(labels.REPLICA, ""))
+        # (a start-first rollout's passing replica, NAME.N-next, is not one of them)
         if own.get(labels.SERVICE) == service and own.get(labels.PROJECT) == project \
-                and str(own.get(labels.REPLICA, "")).isdigit():
-            found[int(own[labels.REPLICA])] = (directory, config)
+                and number.isdigit() and config["name"] == f"{service}.{number}":
+            found[int(number)] = (directory, config)
     return found
 
 
@@ -171,12 +173,22 @@ def _service(store, params, ctx):
         if number not in batch:
             if params["_probe"] and _converge(store, replica, _Dry(ctx))["changed"]:
                 result["stale"].append(number)
+            elif number in here and not ctx.check_mode:
+                _relabel(store, replica, here[number])
             continue
-        outcome = _converge(store, replica, ctx)
+        start_first = (params.get("update") or {}).get("order") == "start-first"
+        if start_first and number in here and not ctx.check_mode \
+                and _converge(store, replica, _Dry(ctx))["changed"]:
+            outcome = _start_first(store, replica, here[number], params, ctx)
+        else:
+            outcome = _converge(store, replica, ctx)
         result["changed"] = result["changed"] or outcome["changed"]
         if outcome.get("container"):
-            _relabel(store, replica, outcome, ctx)
-            if params["_wait"] and outcome["changed"] and not ctx.check_mode:
+            if not ctx.check_mode:
+                outcome["container"] = _relabel(store, replica, containers.find(
+                    store, replica["name"])) or outcome["container"]
+            if params["_wait"] and outcome["changed"] and not ctx.check_mode \
+                    and not start_first:
                 outcome["container"] = _settled(store, replica["name"], params["_wait"])
             result["containers"].append(outcome["container"])
     return result
@@ -191,17 +203,43 @@ class _Dry:
         self.payload_info = ctx.payload_info
 
 
-def _relabel(store, replica, outcome, ctx):
-    """A kept replica's fleet.replicas label, updated in place when scaling."""
-    current = outcome["container"]["Config"]["Labels"]
+def _start_first(store, replica, old, params, ctx):
+    """Replace a replica new before old: the new one starts under a passing name, is
+    waited for, then the old one stops and the new one takes its name."""
+    passing = replica["name"] + "-next"
+    found = containers.find(store, passing)
+    if found is not None:  # left by a rollout that failed half-way
+        containers.remove(found[0], found[1], force=True)
+    outcome = _converge(store, dict(replica, name=passing), ctx)
+    if params["_wait"]:
+        try:
+            _settled(store, passing, params["_wait"])
+        except ContainerError:
+            found = containers.find(store, passing)
+            containers.remove(found[0], found[1], force=True)  # the old one serves on
+            raise
+    timeout = 0 if params["force_kill"] else params["stop_timeout"]
+    if timeout:
+        containers.stop(old[0], old[1], timeout)
+    containers.remove(old[0], old[1], force=True)
+    directory, config = containers.find(store, passing)
+    containers.rename(store, directory, config, replica["name"])
+    outcome["container"] = containers.inspect(*containers.find(store, replica["name"]))
+    return outcome
+
+
+def _relabel(store, replica, found):
+    """A kept replica's fleet.replicas label, updated in place when scaling (no
+    recreate: it is not compared); its inspect when it changed, else None."""
+    directory, config = found
+    options = config.get("options") or {}
     wanted = replica["labels"][labels.REPLICAS]
-    if current.get(labels.REPLICAS) == wanted or ctx.check_mode:
-        return
-    directory, config = containers.find(store, replica["name"])
-    config["options"]["labels"] = dict(config["options"].get("labels") or {},
-                                       **{labels.REPLICAS: wanted})
+    if (options.get("labels") or {}).get(labels.REPLICAS) == wanted:
+        return None
+    options["labels"] = dict(options.get("labels") or {}, **{labels.REPLICAS: wanted})
+    config["options"] = options
     records.write_json(os.path.join(directory, "config.json"), config)
-    outcome["container"] = containers.inspect(directory, config)
+    return containers.inspect(directory, config)
 
 
 def _settled(store, name, seconds):

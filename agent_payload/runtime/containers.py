@@ -211,6 +211,13 @@ def remove(directory, config, force=False):
     _discard(directory, config, Store(_store_root(directory)))
 
 
+def rename(store, directory, config, new_name):
+    """Give the container another name (refused when one has it already)."""
+    if find(store, new_name) is not None:
+        raise ContainerError(f"a container named {new_name} exists already")
+    records.write_json(os.path.join(directory, "config.json"), dict(config, name=new_name))
+
+
 def inspect(directory, config):
     """The container as docker inspect shows it (the parts fleet has)."""
     current = state(directory)

@@ -11,6 +11,7 @@ import click
 COMMANDS = {
     "apply": ("fleet.cli.apply", "apply"),
     "down": ("fleet.cli.down", "down"),
+    "scale": ("fleet.cli.apply", "scale"),
     "lab": ("fleet.cli.lab", "lab"),
     "login": ("fleet.cli.login", "login"),
     "logout": ("fleet.cli.login", "logout"),
@@ -36,6 +37,7 @@ COMMANDS = {
 SUMMARIES = {
     "apply": "Run a playbook on the inventory's hosts (check, diff, tags, limit).",
     "down": "Remove everything a playbook's project made, on all its hosts.",
+    "scale": "Set how many replicas a playbook's services run (SERVICE=N).",
     "lab": "Simulated hosts and registries on this machine (up, down, status).",
     "login": "Store registry credentials for image pulls (like docker login).",
     "logout": "Forget a registry's stored credentials.",

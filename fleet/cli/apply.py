@@ -76,7 +76,7 @@ def apply(playbook, inventory_path, limit, forks, output, check, diff, tags, ski
       fleet apply playbooks/site.yml -i inventories/lab.ini --check --diff
       fleet apply site.yml -i hosts -l web -e version=1.2 -o json
     """
-    from fleet.executor import JsonCollector, RunOptions, exit_code, run_playbook
+    from fleet.executor import RunOptions
     from fleet.playbook import PlaybookError, check_playbook, load_playbook
 
     try:
@@ -91,6 +91,13 @@ def apply(playbook, inventory_path, limit, forks, output, check, diff, tags, ski
         check=check, diff=diff, limit=limit, forks=forks, verbosity=verbose,
         tags=_split(tags), skip_tags=_split(skip_tags),
         extra_vars=parse_extra_vars(extra_vars), connect_timeout=timeout)
+    _run(book, inventory, options, output)
+
+
+def _run(book, inventory, options, output):
+    """Run the playbook with a reporter for ``output``; exit with its exit code."""
+    from fleet.executor import JsonCollector, exit_code, run_playbook
+
     if output == "json":
         collector = JsonCollector()
         stats = run_playbook(book, inventory, options, collector)
@@ -111,3 +118,64 @@ def apply(playbook, inventory_path, limit, forks, output, check, diff, tags, ski
 def _split(values):
     return tuple(t.strip() for value in values for t in value.split(",") if t.strip())
 
+
+@click.command()
+@click.argument("playbook", type=click.Path(dir_okay=False))
+@click.argument("counts", nargs=-1, required=True, metavar="SERVICE=N...")
+@inventory_option
+@limit_option
+@forks_option
+@output_option
+@click.option("-C", "--check", is_flag=True, help="Say what would change; change nothing.")
+@click.option("-e", "--extra-vars", multiple=True, metavar="VARS",
+              help="key=value, @file.yml or a JSON mapping, as for apply.")
+def scale(playbook, counts, inventory_path, limit, forks, output, check, extra_vars):
+    """Run only PLAYBOOK's tasks of the replicated services named, with N replicas each
+    (placed as apply places them: new ones on the least-loaded hosts, the highest
+    numbers removed first).
+
+    \b
+    Example:
+      fleet scale playbooks/bestwebappever.yml web=6 -i inventories/lab.ini
+    """
+    from fleet.executor import RunOptions
+    from fleet.playbook import PlaybookError, check_playbook, load_playbook
+
+    wanted = {}
+    for count in counts:
+        service, sep, number = count.partition("=")
+        if not sep or not service or not number.isdigit():
+            raise click.BadParameter(f"{count!r} is not SERVICE=N", param_hint="SERVICE=N")
+        wanted[service] = int(number)
+    try:
+        book = load_playbook(playbook)
+        check_playbook(book)
+    except PlaybookError as exc:
+        raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(f"{playbook}: {exc.strerror}") from None
+    known = _services(book)
+    for service in wanted:
+        if service not in known:
+            raise click.ClickException(
+                f"{playbook}: no container task with replicas named {service!r} "
+                f"(services: {', '.join(sorted(known)) or 'none'})")
+    options = RunOptions(check=check, limit=limit, forks=forks, scale=wanted,
+                         extra_vars=parse_extra_vars(extra_vars))
+    _run(book, load_inventory(inventory_path), options, output)
+
+
+def _services(book):
+    """Names of the playbook's container tasks that have replicas (as written)."""
+    found = set()
+
+    def walk(items):
+        for item in items:
+            if hasattr(item, "block"):
+                walk(item.block + item.rescue + item.always)
+            elif item.action == "container" and "replicas" in (item.args or {}):
+                found.add(str(item.args.get("name")))
+
+    for play in book.plays:
+        walk(play.pre_tasks + play.tasks + play.post_tasks)
+    return found

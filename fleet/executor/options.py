@@ -16,3 +16,5 @@ class RunOptions:
     forks: int = 32
     verbosity: int = 0
     connect_timeout: float = 10.0
+    # fleet scale: {service: replicas}; only those services' tasks run, with that count
+    scale: dict | None = None

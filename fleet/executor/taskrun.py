@@ -173,6 +173,11 @@ def _run_once(ctx, play, task, chain, host, variables):  # noqa: C901 - one task
     spec = modules.user_spec(action.spec)
     if spec is not None:
         args = argspec.validate(spec, args)
+    if ctx.options.scale is not None:
+        if not services.is_service(task.action, args) or args["name"] not in ctx.options.scale:
+            return {"skipped": True, "changed": False, "skip_reason": "fleet scale: not "
+                    f"one of {', '.join(sorted(ctx.options.scale))}"}
+        args = dict(args, replicas=ctx.options.scale[args["name"]])
     if ctx.playbook is not None:
         args = projects.with_project(task.action, args, ctx.playbook.project_of(play))
     check = _check_mode(ctx, task)

@@ -164,3 +164,35 @@ def test_the_demo(lab, lab_inventory):
         gone = fleet("down", str(book), "-i", lab_inventory, "--volumes")
     assert gone.returncode == 0, gone.stderr
     assert "dbdata" in gone.stdout and _replicas(lab_inventory, "bestwebappever") == {}
+
+
+def test_scale_and_a_start_first_rollout(lab, lab_inventory, tmp_path):
+    tag = uuid.uuid4().hex[:6]
+    project, service = f"fleet-t-{tag}", f"fleet-svc-{tag}"
+    book = tmp_path / "service.yml"
+    book.write_text(SERVICE.format(project=project, service=service).replace(
+        "{parallelism: 2, monitor: 0.5}", "{parallelism: 1, order: start-first, monitor: 0.5}"))
+    try:
+        code, doc = _apply(book, lab_inventory, "-e", "n=2")
+        assert code == 0, doc
+        scaled = fleet("scale", str(book), f"{service}=4", "-i", lab_inventory)
+        assert scaled.returncode == 0, scaled.stdout + scaled.stderr
+        listed = json.loads(fleet("ps", "-i", lab_inventory, "-o", "json").stdout)
+        mine = [s for s in listed["services"] if s["project"] == project]
+        assert [(s["running"], s["wanted"]) for s in mine] == [(4, 4)], mine
+        unknown = fleet("scale", str(book), "fleet-nope=1", "-i", lab_inventory)
+        assert unknown.returncode == 1 and "no container task with replicas named" in \
+            unknown.stderr
+        before = {n: h for n, (h, _c) in _replicas(lab_inventory, project).items()}
+        code, doc = _apply(book, lab_inventory, "-e", "n=4", "-e", "msg='echo v2'")
+        assert code == 0, doc
+        after = _replicas(lab_inventory, project)
+        assert {n: h for n, (h, _c) in after.items()} == before  # same names, same hosts
+        assert all("v2" in cmd for _h, cmd in after.values()), after
+        refused = fleet("apply", str(book), "-i", lab_inventory, "-e",
+                        '{"ports": ["18888:80"]}')
+        assert refused.returncode == 2 and "start-first needs replicas without a fixed " \
+            "host port (18888)" in refused.stdout, refused.stdout
+    finally:
+        fleet("down", str(book), "-i", lab_inventory)
+    assert _replicas(lab_inventory, project) == {}
