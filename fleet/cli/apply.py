@@ -77,6 +77,18 @@ def apply(playbook, inventory_path, limit, forks, output, check, diff, tags, ski
       fleet apply site.yml -i hosts -l web -e version=1.2 -o json
     """
     from fleet.executor import RunOptions
+
+    book = _load(playbook)
+    inventory = load_inventory(inventory_path)
+    options = RunOptions(
+        check=check, diff=diff, limit=limit, forks=forks, verbosity=verbose,
+        tags=_split(tags), skip_tags=_split(skip_tags),
+        extra_vars=parse_extra_vars(extra_vars), connect_timeout=timeout)
+    _run(book, inventory, options, output)
+
+
+def _load(playbook):
+    """The playbook, checked before any host is contacted; a one-line error otherwise."""
     from fleet.playbook import PlaybookError, check_playbook, load_playbook
 
     try:
@@ -86,12 +98,7 @@ def apply(playbook, inventory_path, limit, forks, output, check, diff, tags, ski
         raise click.ClickException(str(exc)) from None
     except OSError as exc:
         raise click.ClickException(f"{playbook}: {exc.strerror}") from None
-    inventory = load_inventory(inventory_path)
-    options = RunOptions(
-        check=check, diff=diff, limit=limit, forks=forks, verbosity=verbose,
-        tags=_split(tags), skip_tags=_split(skip_tags),
-        extra_vars=parse_extra_vars(extra_vars), connect_timeout=timeout)
-    _run(book, inventory, options, output)
+    return book
 
 
 def _run(book, inventory, options, output):
@@ -139,7 +146,6 @@ def scale(playbook, counts, inventory_path, limit, forks, output, check, extra_v
       fleet scale playbooks/bestwebappever.yml web=6 -i inventories/lab.ini
     """
     from fleet.executor import RunOptions
-    from fleet.playbook import PlaybookError, check_playbook, load_playbook
 
     wanted = {}
     for count in counts:
@@ -147,13 +153,7 @@ def scale(playbook, counts, inventory_path, limit, forks, output, check, extra_v
         if not sep or not service or not number.isdigit():
             raise click.BadParameter(f"{count!r} is not SERVICE=N", param_hint="SERVICE=N")
         wanted[service] = int(number)
-    try:
-        book = load_playbook(playbook)
-        check_playbook(book)
-    except PlaybookError as exc:
-        raise click.ClickException(str(exc)) from None
-    except OSError as exc:
-        raise click.ClickException(f"{playbook}: {exc.strerror}") from None
+    book = _load(playbook)
     known = _services(book)
     for service in wanted:
         if service not in known:

@@ -28,8 +28,20 @@ class LinkLookups:
         self.connections = connections
         self._lock = threading.Lock()
         self._answers = {}
+        self._listings = {}
+
+    def prime(self, task, store, listings):
+        """What ``task`` already asked of the hosts: {host: [inspect of every container]}
+        (a service's placement lists them all), so its links need no more requests."""
+        with self._lock:
+            self._listings[(id(task), store)] = listings
 
     def where(self, task, name, hosts, become, store):
+        with self._lock:
+            listings = self._listings.get((id(task), store))
+        if listings is not None and all(host in listings for host in hosts):
+            return {host: found for host in hosts for found in listings[host]
+                    if found.get("Name") == "/" + name or found.get("Id") == name}
         key = (id(task), name, store)
         with self._lock:
             event = self._answers.get(key)

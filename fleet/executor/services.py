@@ -45,9 +45,10 @@ class ServiceRuns:
         self._lock = threading.Lock()
         self._runs = {}
 
-    def result(self, task, host, args, hosts, become, prepare=None, check=False):
+    def result(self, task, host, args, hosts, become, prepare=None, check=False, seen=None):
         """``host``'s part of the service task's outcome. ``prepare(host, params)``
-        adapts a host's parameters (its links); ``check``: say, change nothing."""
+        adapts a host's parameters (its links); ``check``: say, change nothing;
+        ``seen(listings)`` gets every host's containers as asked for the placement."""
         key = (id(task), args["name"])
         with self._lock:
             entry = self._runs.get(key)
@@ -56,7 +57,7 @@ class ServiceRuns:
                 entry = self._runs[key] = {"done": threading.Event(), "results": {}}
         if owner:
             try:
-                entry["results"] = self._run(args, hosts, become, prepare, check)
+                entry["results"] = self._run(args, hosts, become, prepare, check, seen)
             except PlacementError as exc:
                 entry["results"] = {h: {"failed": True, "changed": False, "msg": str(exc)}
                                     for h in hosts}
@@ -76,9 +77,8 @@ class ServiceRuns:
         except Exception as exc:  # prepare's one-line errors (a link that cannot be made)
             return {"failed": True, "changed": False, "msg": str(exc)}
 
-    def _running(self, args, hosts, become):
-        """{host: [replica numbers]} of what runs now."""
-        project = (args.get("labels") or {}).get(labels.PROJECT)
+    def _listings(self, args, hosts, become):
+        """{host: [inspect of every container]} (a host that does not answer is left out)."""
         params = {"all": True, **({"store": args["store"]} if args.get("store") else {})}
 
         def ask(host):
@@ -86,18 +86,12 @@ class ServiceRuns:
                 answer = self.connections.get(host, *become).call("container_info", params,
                                                                   timeout=60)
             except (TransportError, RequestError, OSError):
-                return host, []
-            found = []
-            for shown in answer.get("containers") or []:
-                own = (shown.get("Config") or {}).get("Labels") or {}
-                if own.get(labels.SERVICE) == args["name"] and \
-                        own.get(labels.PROJECT) == project and \
-                        str(own.get(labels.REPLICA, "")).isdigit():
-                    found.append(int(own[labels.REPLICA]))
-            return host, sorted(found)
+                return host, None
+            return host, answer.get("containers") or []
 
         with ThreadPoolExecutor(max_workers=min(32, max(1, len(hosts)))) as pool:
-            return dict(pool.map(ask, hosts))
+            return {host: found for host, found in pool.map(ask, hosts) if found is not None}
+
 
     def _placement(self, args, hosts, current):
         service = args["name"]
@@ -113,8 +107,11 @@ class ServiceRuns:
         placement = place(service, args["replicas"], fits, current, cap, reason)
         return {host: placement.get(host, []) for host in hosts}
 
-    def _run(self, args, hosts, become, prepare, check):
-        current = self._running(args, hosts, become)
+    def _run(self, args, hosts, become, prepare, check, seen):
+        listings = self._listings(args, hosts, become)
+        if seen is not None:
+            seen(listings)  # the links' lookups need not ask the hosts again
+        current = _replicas_in(listings, args)
         placement = self._placement(args, hosts, current)
         update = args.get("update") or {}
         monitor = float(update.get("monitor") or DEFAULT_MONITOR)
@@ -150,6 +147,22 @@ class ServiceRuns:
         return {host: _merged(args["name"], placement[host], results[host], stopped,
                               {n for n, h in stale if h == host})
                 for host in hosts}
+
+
+def _replicas_in(listings, args):
+    """{host: [replica numbers]} of the service in ``listings``."""
+    project = (args.get("labels") or {}).get(labels.PROJECT)
+    current = {}
+    for host, found in listings.items():
+        numbers = []
+        for shown in found:
+            own = (shown.get("Config") or {}).get("Labels") or {}
+            if own.get(labels.SERVICE) == args["name"] and \
+                    own.get(labels.PROJECT) == project and \
+                    shown.get("Name") == f"/{args['name']}.{own.get(labels.REPLICA)}":
+                numbers.append(int(own[labels.REPLICA]))
+        current[host] = sorted(numbers)
+    return current
 
 
 def _merged(service, mine, results, stopped, stale):

@@ -198,7 +198,11 @@ def _run_once(ctx, play, task, chain, host, variables):  # noqa: C901 - one task
                     return links.resolve(ctx.link_lookups, task, target, params, hosts, become)
                 return params
 
-            result = ctx.service_runs.result(task, host, args, hosts, become, prepare, check)
+            def seen(listings):
+                ctx.link_lookups.prime(task, args.get("store"), listings)
+
+            result = ctx.service_runs.result(task, host, args, hosts, become, prepare, check,
+                                             seen)
             return _finish(task, result, variables)
         if links.needs_lookup(task.action, args):
             try:

@@ -62,6 +62,11 @@ import zlib
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
+from fleet.lab.imagefiles import canonical_json as _json
+from fleet.lab.imagefiles import digest_of as _sha
+from fleet.lab.imagefiles import read_json as _read_json
+from fleet.lab.imagefiles import write_bytes as _write
+from fleet.lab.imagefiles import write_json as _write_json
 from fleet.lab.registries import RegistryInfo, load_credentials
 
 DEMO_VERSION = "1"
@@ -716,12 +721,8 @@ def package_versions(status_path: str, packages: Iterable[str]) -> Dict[str, str
 # --- configs and manifests ----------------------------------------------------------------
 
 
-def _json(obj) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
 
-def _sha(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def _iso(epoch: int) -> str:
@@ -1079,23 +1080,10 @@ def _locked(path: str):
         os.close(fd)
 
 
-def _write(path: str, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
 
 
-def _read_json(path: str, default):
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return default
 
 
-def _write_json(path: str, data) -> None:
-    tmp = path + ".tmp"
-    _write(tmp, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
-    os.replace(tmp, path)
 
 
 # --- pushing -------------------------------------------------------------------------------

@@ -27,7 +27,6 @@ import concurrent.futures
 import fcntl
 import hashlib
 import io
-import json
 import os
 import platform
 import re
@@ -41,6 +40,11 @@ import zlib
 from dataclasses import asdict, dataclass
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
+from fleet.lab.imagefiles import canonical_json as _json
+from fleet.lab.imagefiles import digest_of as _sha
+from fleet.lab.imagefiles import read_json as _read_json
+from fleet.lab.imagefiles import write_bytes as _write
+from fleet.lab.imagefiles import write_json as _write_json
 from fleet.lab.registries import RegistryInfo, load_credentials
 
 BUSYBOX = "/bin/busybox"
@@ -296,12 +300,8 @@ def _gzip(data: bytes) -> bytes:
     return header + body + trailer
 
 
-def _json(obj) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
 
-def _sha(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 # --- layers ---------------------------------------------------------------------------------
@@ -573,9 +573,6 @@ def _write_layouts(work_dir: str, images) -> None:
            _json([asdict(image) for image, _, _, _ in images]))
 
 
-def _write(path: str, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
 
 
 # --- pushing ----------------------------------------------------------------------------------
@@ -773,17 +770,3 @@ def _push(seed_dir: str, work_dir: str, reg: RegistryInfo, image: SeedImage,
 def _run_skopeo(argv: List[str], env: Dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run(argv, env=env, capture_output=True, timeout=PUSH_TIMEOUT,
                           stdin=subprocess.DEVNULL)
-
-
-def _read_json(path: str, default):
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return default
-
-
-def _write_json(path: str, data) -> None:
-    tmp = path + ".tmp"
-    _write(tmp, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
-    os.replace(tmp, path)
