@@ -44,7 +44,7 @@ import os
 import time
 
 from agent_payload import argspec, labels
-from agent_payload.modules import image as image_module
+from agent_payload.modules._pull_options import PULL_OPTIONS
 from agent_payload.modules.container_run import CONTAINER_OPTIONS
 from agent_payload.oci.store import Store, StoreError
 from agent_payload.runtime import containers, records
@@ -76,8 +76,7 @@ ARGUMENT_SPEC = dict(
     _batch={"type": "list", "elements": "int"},
     _probe={"type": "bool", "default": False},
     _wait={"type": "float", "default": 0.0},
-    **{key: image_module.ARGUMENT_SPEC[key]
-       for key in ("registry_auth", "insecure_registries", "ca_file")},
+    **PULL_OPTIONS,
 )
 # What the container is made from; the rest only says what to do with it.
 _ACTIONS = ("name", "state", "store", "recreate", "force_kill", "stop_timeout", "pull",
@@ -283,6 +282,8 @@ def _converge(store, params, ctx):
         for key in ("registry_auth", "ca_file"):
             if params.get(key) is not None:
                 wanted_image[key] = params[key]
+        from agent_payload.modules import image as image_module  # only to pull
+
         pulled = image_module.run(argspec.validate(image_module.ARGUMENT_SPEC, wanted_image),
                                   ctx)
         if pulled.get("failed"):

@@ -28,6 +28,7 @@ import os
 import re
 
 from agent_payload import threads
+from agent_payload.modules._pull_options import PULL_OPTIONS
 from agent_payload.oci.platform import PlatformError, parse_platform
 from agent_payload.oci.reference import ReferenceError, parse_reference
 from agent_payload.oci.registry import RegistryClient, RegistryError
@@ -40,11 +41,7 @@ ARGUMENT_SPEC = {
     "force": {"type": "bool", "default": False},
     "pull": {"type": "str", "default": "missing", "choices": ["missing", "always"]},
     "platform": {"type": "str"},
-    "registry_auth": {"type": "dict", "no_log": True, "options": {
-        "username": {"type": "str", "required": True},
-        "password": {"type": "str", "required": True, "no_log": True}}},
-    "insecure_registries": {"type": "list", "elements": "str", "default": []},
-    "ca_file": {"type": "path"},
+    **PULL_OPTIONS,
     "store": {"type": "path", "default": "/var/lib/fleet"},
 }
 
