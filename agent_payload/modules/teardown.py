@@ -47,11 +47,15 @@ def run(params, ctx):
             for directory, config in mine:
                 containers.stop(directory, config, params["stop_timeout"])
                 containers.remove(directory, config, force=True)
-        removed["networks"] = sorted(r["name"] for r in network.list_networks(store)
-                                     if r and _of(project, r.get("labels")))
-        if not ctx.check_mode:
-            for name in removed["networks"]:
-                network.remove(store, name)
+        removed["networks"] = []
+        for name in sorted(r["name"] for r in network.list_networks(store)
+                           if r and _of(project, r.get("labels"))):
+            try:
+                if not ctx.check_mode:
+                    network.remove(store, name)
+                removed["networks"].append(name)
+            except network.NetworkError as exc:  # another project's container on it
+                kept.append(f"network {name}: {exc}")
         removed["volumes"] = []
         if params["volumes"]:
             for found in volumes.list_volumes(store):

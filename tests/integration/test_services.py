@@ -11,6 +11,7 @@ import uuid
 from pathlib import Path
 
 from tests.integration.conftest import LAB_MARKS
+from tests.integration.helpers import ssh_run
 
 pytestmark = LAB_MARKS
 ROOT = Path(__file__).resolve().parents[2]
@@ -164,6 +165,13 @@ def test_the_demo(lab, lab_inventory):
         gone = fleet("down", str(book), "-i", lab_inventory, "--volumes")
     assert gone.returncode == 0, gone.stderr
     assert "dbdata" in gone.stdout and _replicas(lab_inventory, "bestwebappever") == {}
+    for host in state.hosts:  # no veth, namespace, port rule, mount, cgroup or volume left
+        left = ssh_run(config, host.address, "ip link | grep -c fleetv; ip netns list | "
+                       "grep -c fleet-; iptables-save | grep -c fleet-port-; "
+                       "grep -c /var/lib/fleet/containers /proc/self/mountinfo; "
+                       "ls /sys/fs/cgroup/memory/fleet 2>/dev/null | grep -c '^[0-9a-f]\\{64\\}$'; "
+                       "ls /var/lib/fleet/volumes | grep -c data; true", check=False)
+        assert left.split() == ["0"] * 6, (host.name, left)
 
 
 def test_scale_and_a_start_first_rollout(lab, lab_inventory, tmp_path):
