@@ -22,7 +22,7 @@ false, containers of one bridge reach each other only along links (tag fleet-lin
 Published ports are DNAT rules (tag fleet-port-ID12), reachable from other machines and
 from the host itself, 127.0.0.1 included (route_localnet on the bridge); a host without
 a packet filter, or a network that asks for it, gets a userland proxy (proxy.py) instead.
-STORE/networks/ports.json records which container holds which host port.
+STORE/networks/.ports.json records which container holds which host port.
 """
 
 import fcntl
@@ -127,7 +127,8 @@ def list_networks(store):
     """Every network's record."""
     base = _dir(store)
     return [_read(os.path.join(base, entry), {}) for entry in sorted(os.listdir(base))
-            if entry.endswith(".json") and not entry.endswith(".ipam.json")]
+            if entry.endswith(".json") and not entry.endswith(".ipam.json")
+            and not entry.startswith(".")]
 
 
 def _routed():
@@ -421,7 +422,7 @@ def open_links(store, name, container_id, address, targets):
 
 
 def _ports_path(store):
-    return os.path.join(_dir(store), "ports.json")
+    return os.path.join(_dir(store), ".ports.json")  # no network's name starts with "."
 
 
 def publish(store, container_id, address, mappings, userland=False):

@@ -62,3 +62,14 @@ def test_link_and_port_rules():
     assert [r["chain"] for r in ports] == ["prerouting", "output", "forward"]
     assert ports[0]["dst"] == "127.0.0.1" and ports[0]["to"] == "10.89.0.5:443"
     assert ports[2]["dport"] == 443
+
+
+def test_list_networks_reads_only_network_records(tmp_path):
+    from agent_payload.oci.store import Store
+    store = Store(str(tmp_path))
+    base = tmp_path / "networks"
+    base.mkdir()
+    (base / "shop.json").write_text('{"name": "shop", "subnet": "10.90.1.0/24"}')
+    (base / "shop.ipam.json").write_text('{"10.90.1.2": "abc"}')
+    (base / ".ports.json").write_text('{"8887/tcp": "abc"}')
+    assert [n["name"] for n in network.list_networks(store)] == ["shop"]
