@@ -73,6 +73,24 @@ STORE = "/var/lib/fleet/fleet-bench-store"
 BODY = "hello, fleet"
 HTTPD = ["sh", "-c", f"mkdir -p /www && echo '{BODY}' > /www/index.html && "
          "exec httpd -f -p 80 -h /www"]
+# --server keepalive: an HTTP/1.1 server that keeps connections open (python3 of the
+# demo's web image), so that a run measures forwarding, not a connection per request.
+KEEPALIVE = ["python3", "-c", (
+    "from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer\n"
+    "class H(BaseHTTPRequestHandler):\n"
+    "    protocol_version = 'HTTP/1.1'\n"
+    "    disable_nagle_algorithm = True\n"  # headers and body are two writes
+    "    def do_GET(self):\n"
+    f"        body = b'{BODY}\\n'\n"
+    "        self.send_response(200)\n"
+    "        self.send_header('Content-Length', str(len(body)))\n"
+    "        self.end_headers()\n"
+    "        self.wfile.write(body)\n"
+    "    def log_message(self, *args):\n"
+    "        pass\n"
+    "ThreadingHTTPServer.daemon_threads = True\n"
+    "ThreadingHTTPServer.request_queue_size = 128\n"
+    "ThreadingHTTPServer(('', 80), H).serve_forever()\n")]
 TW_REUSE = "/proc/sys/net/ipv4/tcp_tw_reuse"
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60000.0}
 PATHS = ["NAT", "direct", "proxy"]
@@ -187,7 +205,7 @@ def listen_overflows(server, container_id):
     return int(dict(zip(lines[0], lines[1]))["ListenOverflows"])
 
 
-def start_servers(session, image, registry, nat_port, proxy_port):
+def start_servers(session, image, registry, nat_port, proxy_port, command=HTTPD):
     """The two networks and their httpd containers; {name: (container address, id)}."""
     checked(session.call("network", {"name": NAT_NET, "store": STORE}, timeout=60),
             f"network {NAT_NET}")
@@ -197,7 +215,7 @@ def start_servers(session, image, registry, nat_port, proxy_port):
     for name, network, port in ((NAT_BOX, NAT_NET, nat_port),
                                 (PROXY_BOX, PROXY_NET, proxy_port)):
         result = checked(session.call("container", {
-            "name": name, "image": image, "command": HTTPD, "network_mode": network,
+            "name": name, "image": image, "command": command, "network_mode": network,
             "ports": [f"{port}:80"], "insecure_registries": [registry], "store": STORE},
             timeout=120),
             f"container {name}")
@@ -237,6 +255,9 @@ def main():
                         help="seconds to wait for a quiet machine before each run")
     parser.add_argument("--local", action="store_true",
                         help=f"also NAT from {SERVER} itself (see the module's note)")
+    parser.add_argument("--server", choices=("httpd", "keepalive"), default="httpd",
+                        help="busybox httpd (a connection per request) or a keep-alive "
+                             "HTTP/1.1 server (python3 of the demo's web image)")
     parser.add_argument("--no-tw-reuse", dest="tw_reuse", action="store_false",
                         help="leave the wrk hosts' net.ipv4.tcp_tw_reuse as it is")
     args = parser.parse_args()
@@ -249,7 +270,8 @@ def main():
     inventory, registry = bench_lab(fleet, max(2, have))
     addresses = dict(lab_hosts())
     server, client = addresses[SERVER], addresses[CLIENT]
-    image = f"{registry}/busybox:latest"
+    image = f"{registry}/busybox:latest" if args.server == "httpd" else \
+        f"{registry}/demo/web:latest"
 
     from fleet.inventory import load_inventory
     from fleet.transport.session import Session
@@ -262,7 +284,8 @@ def main():
         if args.tw_reuse:
             for address in (server, client):  # one at a time: restore what was changed
                 tw_had.update(set_tw_reuse({address: 1}))
-        boxes = start_servers(session, image, registry, args.nat_port, args.proxy_port)
+        boxes = start_servers(session, image, registry, args.nat_port, args.proxy_port,
+                              HTTPD if args.server == "httpd" else KEEPALIVE)
         where = {"NAT": (client, f"http://{server}:{args.nat_port}/"),
                  "direct": (server, f"http://{boxes[NAT_BOX][0]}:80/"),
                  "proxy": (client, f"http://{server}:{args.proxy_port}/"),
@@ -306,11 +329,16 @@ def write_results(args, samples, where, server, client):
     direct = medians["direct"]["rps"]
     run_with = wrk_command("URL", args.threads, args.connections, args.duration)
     lines = [
-        f"## Published ports: NAT and userland proxy vs direct ({datetime.date.today()}, "
+        f"## Published ports: {'keep-alive server, ' if args.server == 'keepalive' else ''}"
+        f"NAT and userland proxy vs direct ({datetime.date.today()}, "
         f"`{' '.join(['python3 bench/port_bench.py'] + sys.argv[1:])}`)",
         "",
-        f"busybox httpd (`httpd -f`, a {len(BODY) + 1}-byte index.html) in a container on "
-        f"{SERVER}; `{run_with}` from a lab host over SSH; median of {args.rounds} rounds "
+        (f"busybox httpd (`httpd -f`, a {len(BODY) + 1}-byte index.html)"
+         if args.server == "httpd" else
+         f"a keep-alive HTTP/1.1 server (Python's ThreadingHTTPServer, a {len(BODY) + 1}-byte "
+         "body; `--server keepalive`)")
+        + f" in a container on {SERVER}; `{run_with}` from a lab host over SSH; median of "
+        f"{args.rounds} rounds "
         "(paths alternating, order rotated each round). "
         + ("net.ipv4.tcp_tw_reuse=1 on the wrk hosts during the runs (see the script: "
            "without it each run uses up the ephemeral ports and measures connect()'s search "
@@ -359,15 +387,19 @@ def write_results(args, samples, where, server, client):
         "generator competes with the server for CPU, and the figures are a comparison "
         f"between paths, not a capacity (wrk's {args.threads} threads alone can take "
         f"{args.threads} cores). The NAT and proxy rows also cross the lab's own bridge from "
-        f"{CLIENT}, which the direct row does not. busybox httpd forks a process per "
-        "connection and closes it after each response, so every request is a new TCP "
-        "connection (and, on the NAT path, a new conntrack entry); it listens with a "
-        "backlog of 9, so with more connections than that some SYNs are dropped (listen "
-        "overflows) and their clients wait 1 s to send them again, which is what a p99 "
-        "near 1 s is.",
+        f"{CLIENT}, which the direct row does not."
+        + (" busybox httpd forks a process per "
+           "connection and closes it after each response, so every request is a new TCP "
+           "connection (and, on the NAT path, a new conntrack entry); it listens with a "
+           "backlog of 9, so with more connections than that some SYNs are dropped (listen "
+           "overflows) and their clients wait 1 s to send them again, which is what a p99 "
+           "near 1 s is." if args.server == "httpd" else
+           " The keep-alive server holds each of wrk's connections open: NAT and conntrack "
+           "work once per connection, not per request."),
     ]
     print("\n".join(lines))
-    replace_section("## Published ports", lines)
+    replace_section("## Published ports" + (": keep-alive" if args.server == "keepalive"
+                                            else ": NAT"), lines)
 
 
 if __name__ == "__main__":
