@@ -11,7 +11,8 @@ from click.testing import CliRunner
 from fleet.cli import main
 
 COMMANDS = [[], ["lab"], ["lab", "up"], ["lab", "down"], ["lab", "status"], ["ping"],
-            ["inventory"], ["rmi"], ["image", "rm"]]
+            ["inventory"], ["rmi"], ["image", "rm"], ["down"], ["scale"], ["network"],
+            ["network", "create"], ["run"]]
 
 INVENTORY = """\
 [web]
