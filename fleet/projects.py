@@ -15,11 +15,14 @@ LABELLED = ("container", "volume", "network")
 
 
 def with_project(action, args, project):
-    """``args`` with the project's label added, for a task that creates something."""
-    if action not in LABELLED or not project or args.get("state") == "absent":
+    """``args`` with the project's label added, for a task that creates something (and
+    for a service, whose replicas are found by it, whatever the state asked for)."""
+    if action not in LABELLED or not project:
         return args
-    if action == "container" and not args.get("image"):
-        return args  # acts on an existing container as it is
+    service = action == "container" and args.get("replicas") is not None
+    if not service and (args.get("state") == "absent"
+                        or action == "container" and not args.get("image")):
+        return args  # acts on an existing object as it is
     merged = dict(args.get("labels") or {})
     merged.setdefault(labels.PROJECT, project)
     return dict(args, labels=merged)

@@ -44,7 +44,8 @@ def run(params, ctx):
         used_images = {c.get("image_id") for _, c in mine}
         removed["containers"] = sorted(c["name"] for _, c in mine)
         if not ctx.check_mode:
-            for directory, config in mine:
+            # linkers first: their connections close while what they link to still runs
+            for directory, config in sorted(mine, key=lambda found: not found[1].get("links")):
                 containers.stop(directory, config, params["stop_timeout"])
                 containers.remove(directory, config, force=True)
         removed["networks"] = []

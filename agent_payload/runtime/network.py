@@ -339,8 +339,11 @@ def detach(store, name, container_id, published=True, linked=True):
         unpublish(store, container_id)
     if linked:
         firewall.remove(link_tag(container_id))
-    if _ip("netns", "del", netns_name(container_id), check=False).returncode != 0:
-        _ip("link", "del", "fleetv" + container_id[:8], check=False)  # a half-made one
+    # The host's end first: deleting it deletes the pair at once, while the namespace may
+    # live on for a while after its name goes (sockets of the container still closing,
+    # e.g. towards a linked container removed before it, hold it).
+    _ip("-force", commands=f"link del fleetv{container_id[:8]}\n"
+                           f"netns del {netns_name(container_id)}\n", check=False)
     ipam_path = os.path.join(_dir(store), f"{name}.ipam.json")
     with _Locked(store):
         used = _read(ipam_path, {})

@@ -84,6 +84,11 @@ def test_replicas_scale_rollout_and_down(lab, lab_inventory, tmp_path):
         code, doc = _apply(book, lab_inventory, "-e", "n=3")
         assert len(_replicas(lab_inventory, project)) == 3
 
+        # a rollout in check mode says so and changes nothing
+        code, doc = _apply(book, lab_inventory, "--check", "-e", "msg='echo v9'")
+        assert code == 0 and sum(s["changed"] for s in doc["stats"].values()) == 3, doc
+        assert not any("v9" in c for _h, c in _replicas(lab_inventory, project).values())
+
         # a rollout whose first batch does not stay up stops; the rest keep v1
         code, doc = _apply(book, lab_inventory, "-e", "msg='exit 3'")
         assert code == 2, doc
@@ -161,16 +166,24 @@ def test_the_demo(lab, lab_inventory):
         assert answers[-1].endswith(f"visits={len(answers)} hits={len(answers)}"), answers
         code, doc = _apply(book, lab_inventory)
         assert code == 0 and {s["changed"] for s in doc["stats"].values()} == {0}, doc
+        listed = json.loads(fleet("ps", "-i", lab_inventory, "-a", "-o", "json").stdout)
+        ids = {h["host"]: [c["Id"] for c in h["containers"]
+                           if c["Config"]["Labels"].get("fleet.project") == "bestwebappever"]
+               for h in listed["hosts"]}
     finally:
         gone = fleet("down", str(book), "-i", lab_inventory, "--volumes")
     assert gone.returncode == 0, gone.stderr
     assert "dbdata" in gone.stdout and _replicas(lab_inventory, "bestwebappever") == {}
     for host in state.hosts:  # no veth, namespace, port rule, mount, cgroup or volume left
-        left = ssh_run(config, host.address, "ip link | grep -c fleetv; ip netns list | "
-                       "grep -c fleet-; iptables-save | grep -c fleet-port-; "
-                       "grep -c /var/lib/fleet/containers /proc/self/mountinfo; "
-                       "ls /sys/fs/cgroup/memory/fleet 2>/dev/null | grep -c '^[0-9a-f]\\{64\\}$'; "
-                       "ls /var/lib/fleet/volumes | grep -c data; true", check=False)
+        mine = "\\|".join(i[:8] for i in ids[host.name])
+        left = ssh_run(config, host.address,
+                       f"ip link | grep -c 'fleetv\\({mine}\\)'; "
+                       f"ip netns list | grep -c 'fleet-\\({mine}\\)'; "
+                       f"iptables-save | grep -c 'fleet-port-\\({mine}\\)'; "
+                       f"grep -c '{mine}' /proc/self/mountinfo; "
+                       f"ls /sys/fs/cgroup/memory/fleet 2>/dev/null | grep -c '^\\({mine}\\)'; "
+                       "ls /var/lib/fleet/volumes | grep -c '^\\(dbdata\\|redisdata\\)$'; true",
+                       check=False)
         assert left.split() == ["0"] * 6, (host.name, left)
 
 

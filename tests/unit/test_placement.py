@@ -45,3 +45,15 @@ def test_constraints():
     assert eligible(HOSTS, ["host != h1", "group == web"], groups.get) == ["h3"]
     with pytest.raises(PlacementError, match="is not 'group == NAME'"):
         eligible(HOSTS, ["zone = a"], groups.get)
+
+
+def test_project_labels():
+    from fleet.projects import with_project
+    made = with_project("container", {"name": "db", "image": "x"}, "shop")
+    assert made["labels"] == {"fleet.project": "shop"}
+    assert "labels" not in with_project("container", {"name": "db", "state": "absent"}, "shop")
+    gone = with_project("container", {"name": "web", "replicas": 2, "state": "absent"}, "shop")
+    assert gone["labels"] == {"fleet.project": "shop"}  # its replicas are found by it
+    assert with_project("copy", {"dest": "/x"}, "shop") == {"dest": "/x"}
+    kept = with_project("network", {"name": "n", "labels": {"fleet.project": "other"}}, "shop")
+    assert kept["labels"] == {"fleet.project": "other"}
