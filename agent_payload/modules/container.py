@@ -106,6 +106,11 @@ def _differences(old, new):
             for key in keys if old.get(key) != new.get(key)}
 
 
+def _stop_timeout(params):
+    """Seconds between the stop signal and SIGKILL (none with force_kill)."""
+    return 0 if params["force_kill"] else params["stop_timeout"]
+
+
 def _policy_ok(policy):
     name, _, limit = policy.partition(":")
     return name in ("no", "always", "unless-stopped") and not limit or (
@@ -155,15 +160,13 @@ def _service(store, params, ctx):
     given = dict(params.get("labels") or {})
     here = _replicas_here(store, service, given.get(labels.PROJECT))
     result = {"changed": False, "containers": [], "removed": [], "stale": []}
-    timeout = 0 if params["force_kill"] else params["stop_timeout"]
+    timeout = _stop_timeout(params)
     for number in sorted(set(here) - set(numbers), reverse=True):
         directory, config = here[number]
         result["changed"] = True
         result["removed"].append(config["name"])
         if not ctx.check_mode:
-            if timeout:
-                containers.stop(directory, config, timeout)
-            containers.remove(directory, config, force=True)
+            containers.remove(directory, config, force=True, stop_timeout=timeout)
     for number in sorted(numbers):
         replica = dict(params, name=f"{service}.{number}", replicas=None,
                        hostname=params.get("hostname") or f"{service}.{number}", labels=dict(
@@ -217,10 +220,8 @@ def _start_first(store, replica, old, params, ctx):
             found = containers.find(store, passing)
             containers.remove(found[0], found[1], force=True)  # the old one serves on
             raise
-    timeout = 0 if params["force_kill"] else params["stop_timeout"]
-    if timeout:
-        containers.stop(old[0], old[1], timeout)
-    containers.remove(old[0], old[1], force=True)
+    timeout = _stop_timeout(params)
+    containers.remove(old[0], old[1], force=True, stop_timeout=timeout)
     directory, config = containers.find(store, passing)
     containers.rename(store, directory, config, replica["name"])
     outcome["container"] = containers.inspect(*containers.find(store, replica["name"]))
@@ -265,14 +266,12 @@ def _converge(store, params, ctx):
     name, wanted_state = params["name"], params["state"]
     found = containers.find(store, name)
     result = {"changed": False}
-    timeout = 0 if params["force_kill"] else params["stop_timeout"]
+    timeout = _stop_timeout(params)
     if wanted_state == "absent":
         if found is not None:
             result["changed"] = True
             if not ctx.check_mode:
-                if timeout:
-                    containers.stop(found[0], found[1], timeout)
-                containers.remove(found[0], found[1], force=True)
+                containers.remove(found[0], found[1], force=True, stop_timeout=timeout)
         return result
     if params.get("image") and params["pull"] != "never" and (
             params["pull"] == "always" or store.find_image(params["image"]) is None):
@@ -307,8 +306,7 @@ def _converge(store, params, ctx):
                                   "after": {k: v["after"] for k, v in differences.items()}}
             if ctx.check_mode:
                 return result
-            containers.stop(found[0], found[1], timeout)
-            containers.remove(found[0], found[1])
+            containers.remove(found[0], found[1], force=True, stop_timeout=timeout)
             found = None
     if found is None:
         result["changed"] = True

@@ -46,8 +46,8 @@ def run(params, ctx):
         if not ctx.check_mode:
             # linkers first: their connections close while what they link to still runs
             for directory, config in sorted(mine, key=lambda found: not found[1].get("links")):
-                containers.stop(directory, config, params["stop_timeout"])
-                containers.remove(directory, config, force=True)
+                containers.remove(directory, config, force=True,
+                                  stop_timeout=params["stop_timeout"])
         removed["networks"] = []
         for name in sorted(r["name"] for r in network.list_networks(store)
                            if r and _of(project, r.get("labels"))):

@@ -201,13 +201,14 @@ def _discard(directory, plan, store=None):
     shutil.rmtree(directory, ignore_errors=True)
 
 
-def remove(directory, config, force=False):
-    """Remove a stopped container (a running one only with ``force``, after a kill)."""
+def remove(directory, config, force=False, stop_timeout=0):
+    """Remove a stopped container (a running one only with ``force``, after it was
+    stopped: the stop signal, then SIGKILL after ``stop_timeout`` seconds)."""
     if state(directory).get("status") in ("running", "restarting"):
         if not force:
             raise ContainerError(f"cannot remove running container {config['name']}: "
                                  "stop it first or force it")
-        stop(directory, config, timeout=0)
+        stop(directory, config, timeout=stop_timeout)
     _discard(directory, config, Store(_store_root(directory)))
 
 

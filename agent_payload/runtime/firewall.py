@@ -238,8 +238,16 @@ def add(rules, first=False):
     if tool is None:
         raise FirewallError("no packet filter: install iptables or nftables "
                             "(Debian/Ubuntu: iptables)")
-    if rules:
-        (_ipt_add if tool == "iptables" else _nft_add)(rules, first)
+    if not rules:
+        return
+    adding = _ipt_add if tool == "iptables" else _nft_add
+    try:
+        adding(rules, first)
+    except FirewallError:
+        # Another process may have removed fleet's chains since this one made sure of
+        # them (the last network went): make sure again, once.
+        _ready.clear()
+        adding(rules, first)
 
 
 def remove(tag_prefix):

@@ -68,6 +68,16 @@ from fleet.lab.imagefiles import read_json as _read_json
 from fleet.lab.imagefiles import write_bytes as _write
 from fleet.lab.imagefiles import write_json as _write_json
 from fleet.lab.registries import RegistryInfo, load_credentials
+from fleet.lab.seed_images import (
+    MT_OCI_CONFIG,
+    MT_OCI_INDEX,
+    MT_OCI_LAYER,
+    MT_OCI_MANIFEST,
+    _skopeo_env,
+    _tag_in_storage,
+    _write_authfile,
+    _write_certs_dir,
+)
 
 DEMO_VERSION = "1"
 SUITE = "bookworm"
@@ -84,10 +94,6 @@ STEP_TIMEOUT = 1800
 PUSH_TIMEOUT = 600
 PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-MT_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-MT_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-MT_OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-MT_OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 
 # Debian architecture -> (GOARCH, variant)
 DEBIAN_ARCHES = {
@@ -1091,13 +1097,6 @@ def _locked(path: str):
 
 def _push_locked(state_dir: str, demo_dir: str, registries: List[RegistryInfo],
                  images: List[DemoImage], step: Progress) -> None:
-    from fleet.lab.seed_images import (
-        _skopeo_env,
-        _tag_in_storage,
-        _write_authfile,
-        _write_certs_dir,
-    )
-
     marker_path = os.path.join(demo_dir, "pushed.json")
     marker = _read_json(marker_path, {})
     jobs: Dict[str, List[Tuple[RegistryInfo, DemoImage]]] = {}
