@@ -118,23 +118,37 @@ def nft_statement(rule):
 _ready = set()  # chains known to exist in this process (set up once, not per rule)
 
 
-def _ipt(table, *args):
-    return _run(["iptables", "-w", "-t", table, *args])
+def _ipt_saved():
+    """{table: [line]} of every table, from one iptables-save run."""
+    tables, table = {}, None
+    for line in _run(["iptables-save"]).stdout.splitlines():
+        if line.startswith("*"):
+            table = tables.setdefault(line[1:].strip(), [])
+        elif table is not None and line[:1] in (":", "-"):
+            table.append(line.replace('"', ""))
+    return tables
 
 
-def _ipt_setup(chain):
-    table, builtin, own = _IPT_CHAINS[chain]
-    if own in _ready:
-        return
-    if _ipt(table, "-n", "-L", own).returncode != 0:
-        _ipt(table, "-N", own)
-        if chain == FORWARD:
-            replies = {"replies": True, "action": "accept", "tag": REPLIES_TAG}
-            _ipt(table, "-A", own, *iptables_args(replies))
-    jump = ["-m", "comment", "--comment", "fleet", "-j", own]
-    if _ipt(table, "-C", builtin, *jump).returncode != 0:
-        _ipt(table, "-I", builtin, "1", *jump)
-    _ready.add(own)
+def _ipt_setup(chains):
+    """{table: [restore line]} that make fleet's chains among ``chains`` and their jumps
+    where the host lacks them, from one look at iptables-save (a change made through
+    iptables-restore along with the rules, not a process per chain and check)."""
+    wanted = [_IPT_CHAINS[chain] for chain in sorted(chains)
+              if _IPT_CHAINS[chain][2] not in _ready]
+    if not wanted:
+        return {}
+    saved, lines = _ipt_saved(), {}
+    for table, builtin, own in wanted:
+        present = saved.get(table, [])
+        jump = f"-m comment --comment fleet -j {own}"
+        if not any(line.split()[:1] == [f":{own}"] for line in present):
+            lines.setdefault(table, []).append(f"-N {own}")
+            if own == _IPT_CHAINS[FORWARD][2]:
+                replies = {"replies": True, "action": "accept", "tag": REPLIES_TAG}
+                lines[table].append(f"-A {own} {' '.join(iptables_args(replies))}")
+        if f"-A {builtin} {jump}" not in (" ".join(line.split()) for line in present):
+            lines.setdefault(table, []).append(f"-I {builtin} 1 {jump}")
+    return lines
 
 
 def _ipt_restore(lines_by_table):
@@ -149,22 +163,22 @@ def _ipt_restore(lines_by_table):
 
 
 def _ipt_add(rules, first):
-    lines = {}
+    chains = {rule["chain"] for rule in rules}
+    lines = _ipt_setup(chains)
     for rule in (reversed(rules) if first else rules):
-        _ipt_setup(rule["chain"])
         table, _builtin, own = _IPT_CHAINS[rule["chain"]]
         where = f"-I {own} 1" if first else f"-A {own}"
         lines.setdefault(table, []).append(f"{where} {' '.join(iptables_args(rule))}")
     _ipt_restore(lines)
+    _ready.update(_IPT_CHAINS[chain][2] for chain in chains)
 
 
 def _ipt_listed(tag_prefix):
     """{table: [rule line]} of every fleet rule whose tag starts with ``tag_prefix``."""
     found = {}
-    for table in ("filter", "nat"):
-        saved = _run(["iptables-save", "-t", table])
-        for line in saved.stdout.splitlines():
-            words = line.replace('"', "").split()
+    for table, lines in _ipt_saved().items():
+        for line in lines:
+            words = line.split()
             if words[:1] == ["-A"] and words[1].startswith("FLEET-") and "--comment" in words:
                 tag = words[words.index("--comment") + 1]
                 if tag.startswith(tag_prefix):
@@ -173,11 +187,16 @@ def _ipt_listed(tag_prefix):
 
 
 def _ipt_teardown():
+    saved, lines = _ipt_saved(), {}
     for table, builtin, own in _IPT_CHAINS.values():
-        _ipt(table, "-D", builtin, "-m", "comment", "--comment", "fleet", "-j", own)
-        _ipt(table, "-F", own)
-        _ipt(table, "-X", own)
+        present = [" ".join(line.split()) for line in saved.get(table, [])]
+        jump = f"-A {builtin} -m comment --comment fleet -j {own}"
+        lines.setdefault(table, []).extend(
+            "-D" + line[2:] for line in present if line == jump)
+        if any(line.split()[:1] == [f":{own}"] for line in present):
+            lines[table] += [f"-F {own}", f"-X {own}"]
     _ready.clear()
+    _ipt_restore(lines)
 
 
 # --- nftables --------------------------------------------------------------------------

@@ -1,8 +1,11 @@
 """The demo's web tier: a small HTTP app that reads and writes PostgreSQL and Redis.
 
 It is not imported by fleet: ``fleet.lab.demo_images`` copies this file into the
-``demo/web`` image as ``/app/web.py``, where Debian's python3, python3-psycopg2 and
-python3-redis run it (``python3 /app/web.py``).
+``demo/web`` image as ``/app/web.py``, where Debian's python3 and python3-psycopg2 run
+it (``python3 /app/web.py``). It speaks Redis's protocol (RESP) and answers HTTP/1.1
+itself, on socketserver: importing redis-py (asyncio and all) and http.server (which
+brings http.client, ssl, email and mimetypes) cost more CPU at start-up than the rest of
+the app, on every replica of a deploy, and the two commands and two pages need neither.
 
 - ``GET /``: inserts a row into the table ``visits`` (made when missing) and increments
   the Redis key ``hits``, then answers one line:
@@ -26,10 +29,10 @@ answers 200 (the image's healthcheck).
 import os
 import signal
 import socket
+import socketserver
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 DEFAULT_PASSWORD = "demo"
 DB_ALIAS, DB_PORT, DB_HOST = "dbapp", 5432, "dbapp"
@@ -77,19 +80,98 @@ def log(message):
     sys.stderr.flush()
 
 
+class RedisError(Exception):
+    """An error reply from Redis, or a reply that is not RESP."""
+
+
+class Redis:
+    """A Redis connection (made on first use, made again after a failure) that sends
+    commands as RESP arrays of bulk strings and reads one reply per command."""
+
+    def __init__(self, host, port, timeout=5):
+        self.address = (host, port)
+        self.timeout = timeout
+        self.lock = threading.Lock()
+        self.sock = None
+        self.reader = None
+
+    def command(self, *words):
+        """Send one command; its reply (int, bytes, str for a status, None, or list)."""
+        with self.lock:
+            try:
+                if self.sock is None:
+                    self.sock = socket.create_connection(self.address, CONNECT_TIMEOUT)
+                    self.sock.settimeout(self.timeout)
+                    self.reader = self.sock.makefile("rb")
+                self.sock.sendall(encode_command(words))
+                return read_reply(self.reader)
+            except RedisError:
+                raise
+            except Exception:
+                self.close()
+                raise
+
+    def incr(self, key):
+        return self.command("INCR", key)
+
+    def ping(self):
+        return self.command("PING") == "PONG"
+
+    def close(self):
+        if self.sock is not None:
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+        self.sock = self.reader = None
+
+
+def encode_command(words):
+    """A command as a RESP array of bulk strings."""
+    parts = [b"*%d\r\n" % len(words)]
+    for word in words:
+        data = word if isinstance(word, bytes) else str(word).encode("utf-8")
+        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(parts)
+
+
+def read_reply(reader):
+    """One RESP reply from a binary file object."""
+    line = reader.readline()
+    if not line.endswith(b"\r\n"):
+        raise ConnectionError("redis closed the connection")
+    kind, rest = line[:1], line[1:-2]
+    if kind == b"+":
+        return rest.decode("utf-8", "replace")
+    if kind == b"-":
+        raise RedisError(rest.decode("utf-8", "replace"))
+    if kind == b":":
+        return int(rest)
+    if kind == b"$":
+        size = int(rest)
+        if size < 0:
+            return None
+        data = reader.read(size + 2)
+        if len(data) != size + 2:
+            raise ConnectionError("redis closed the connection")
+        return data[:-2]
+    if kind == b"*":
+        count = int(rest)
+        return None if count < 0 else [read_reply(reader) for _ in range(count)]
+    raise RedisError(f"not a RESP reply: {line[:40]!r}")
+
+
 class Backends:
-    """One PostgreSQL connection (used under a lock) and a Redis client."""
+    """One PostgreSQL connection (used under a lock) and one Redis connection."""
 
     def __init__(self, config):
         import psycopg2
-        import redis
 
         self.psycopg2 = psycopg2
         self.config = config
         self.lock = threading.Lock()
         self.conn = None
-        self.redis = redis.Redis(host=config["redis_host"], port=config["redis_port"],
-                                 socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=5)
+        self.redis = Redis(config["redis_host"], config["redis_port"])
 
     def _db(self):
         if self.conn is None or self.conn.closed:
@@ -169,7 +251,8 @@ class Backends:
             found.append(f"postgres {self.config['db_host']}:{self.config['db_port']}: "
                          + _one_line(exc))
         try:
-            self.redis.ping()
+            if not self.redis.ping():
+                raise RedisError("PING was not answered PONG")
         except Exception as exc:
             found.append(f"redis {self.config['redis_host']}:{self.config['redis_port']}: "
                          + _one_line(exc))
@@ -199,39 +282,107 @@ def _one_line(exc):
     return text[:300]
 
 
-def make_handler(backends, hostname):
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "fleet-demo-web/1"
-        protocol_version = "HTTP/1.1"
+REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+           503: "Service Unavailable"}
+MAX_LINE = 8192
+MAX_HEADERS = 100
 
-        def do_GET(self):
-            path = self.path.split("?", 1)[0]
-            if path == "/":
-                try:
-                    visits, hits = backends.visit(hostname)
-                except Exception as exc:
-                    self._answer(503, f"unavailable: {_one_line(exc)}\n")
-                    return
-                self._answer(200, greeting(hostname, visits, hits))
-            elif path == "/health":
-                found = backends.problems()
-                self._answer(503 if found else 200,
-                             ("\n".join(found) if found else "ok") + "\n")
-            else:
-                self._answer(404, "not found\n")
 
-        def _answer(self, code, text):
-            body = text.encode("utf-8")
-            self.send_response(code)
-            self.send_header("Content-Type", "text/plain; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+def route(backends, hostname, method, target):
+    """(status, body text) of one request."""
+    if method not in ("GET", "HEAD"):
+        return 405, "only GET and HEAD\n"
+    path = target.split("?", 1)[0]
+    if path == "/":
+        try:
+            visits, hits = backends.visit(hostname)
+        except Exception as exc:
+            return 503, f"unavailable: {_one_line(exc)}\n"
+        return 200, greeting(hostname, visits, hits)
+    if path == "/health":
+        found = backends.problems()
+        return (503, "\n".join(found) + "\n") if found else (200, "ok\n")
+    return 404, "not found\n"
 
-        def log_message(self, fmt, *args):
-            log(f"{self.address_string()} {fmt % args}")
 
-    return Handler
+def read_request(rfile):
+    """(method, target, version, {header: value}) of the next request on a connection,
+    None when the client closed it; ValueError for one that is not HTTP/1.x."""
+    line = rfile.readline(MAX_LINE + 1)
+    while line in (b"\r\n", b"\n"):  # stray empty lines between requests are allowed
+        line = rfile.readline(MAX_LINE + 1)
+    if not line:
+        return None
+    words = line.decode("latin-1").split()
+    if len(words) != 3 or not words[2].startswith("HTTP/1.") or len(line) > MAX_LINE:
+        raise ValueError("not an HTTP/1.x request line")
+    headers = {}
+    for _ in range(MAX_HEADERS + 1):
+        field = rfile.readline(MAX_LINE + 1)
+        if field in (b"\r\n", b"\n", b""):
+            break
+        name, colon, value = field.decode("latin-1").partition(":")
+        if not colon or len(field) > MAX_LINE:
+            raise ValueError("malformed header")
+        headers[name.strip().lower()] = value.strip()
+    else:
+        raise ValueError("too many headers")
+    length = headers.get("content-length", "0")
+    if not length.isdigit():
+        raise ValueError("bad Content-Length")
+    if int(length):
+        rfile.read(int(length))  # a body on GET means nothing here: read past it
+    return words[0], words[1], words[2], headers
+
+
+def keeps_alive(version, headers):
+    """Whether the connection stays open after the answer (HTTP/1.1 unless closed,
+    HTTP/1.0 only when asked)."""
+    connection = headers.get("connection", "").lower()
+    return connection == "keep-alive" if version == "HTTP/1.0" else connection != "close"
+
+
+def response(code, text, keep_alive, head=False):
+    """The bytes of an answer with a text/plain body."""
+    body = text.encode("utf-8")
+    lines = [f"HTTP/1.1 {code} {REASONS.get(code, 'Unknown')}",
+             "Server: fleet-demo-web/1",
+             "Content-Type: text/plain; charset=utf-8",
+             f"Content-Length: {len(body)}",
+             "Connection: " + ("keep-alive" if keep_alive else "close")]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (b"" if head else body)
+
+
+class Handler(socketserver.StreamRequestHandler):
+    """One connection: requests answered in turn while the client keeps it open."""
+
+    backends = None
+    hostname = ""
+    timeout = 60  # seconds an idle kept-alive connection is held
+
+    def handle(self):
+        while True:
+            try:
+                request = read_request(self.rfile)
+            except ValueError as exc:
+                self.wfile.write(response(400, f"{exc}\n", False))
+                return
+            except OSError:  # the idle timeout, or a reset
+                return
+            if request is None:
+                return
+            method, target, version, headers = request
+            code, text = route(self.backends, self.hostname, method, target)
+            keep = keeps_alive(version, headers)
+            self.wfile.write(response(code, text, keep, head=method == "HEAD"))
+            log(f'{self.client_address[0]} "{method} {target} {version}" {code}')
+            if not keep:
+                return
+
+
+class Server(socketserver.ThreadingTCPServer):
+    allow_reuse_address = True
+    daemon_threads = True
 
 
 def drop_privileges(user):
@@ -246,29 +397,29 @@ def drop_privileges(user):
     os.setuid(entry.pw_uid)
 
 
-def check(config):
+def check(config, host="127.0.0.1"):
     """The healthcheck: 0 when this machine's app answers /health with 200."""
-    import urllib.request
-
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{config['port']}/health",
-                                    timeout=5) as reply:
-            return 0 if reply.status == 200 else 1
-    except Exception as exc:
+        with socket.create_connection((host, config["port"]), timeout=5) as conn:
+            conn.sendall(b"GET /health HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            status = conn.makefile("rb").readline(MAX_LINE).split()
+    except OSError as exc:
         sys.stderr.write(_one_line(exc) + "\n")
         return 1
+    if status[1:2] != [b"200"]:
+        sys.stderr.write(f"/health answered {b' '.join(status[1:]).decode('latin-1')}\n")
+        return 1
+    return 0
 
 
 def main(argv):
     config = settings(os.environ)
     if "--check" in argv:
         return check(config)
-    hostname = socket.gethostname()
-    ThreadingHTTPServer.allow_reuse_address = True
-    server = ThreadingHTTPServer(("0.0.0.0", config["port"]), None)
+    Handler.hostname = socket.gethostname()
+    server = Server(("0.0.0.0", config["port"]), Handler)
     drop_privileges(config["user"])
-    backends = Backends(config)
-    server.RequestHandlerClass = make_handler(backends, hostname)
+    Handler.backends = backends = Backends(config)
 
     def stop(signum, frame):
         raise SystemExit(0)

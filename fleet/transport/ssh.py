@@ -9,27 +9,57 @@ or changed, authentication refused).
 import base64
 import functools
 import hashlib
+import importlib.util
 import os
 import shlex
 import socket
 import sys
 import threading
+import types
 from dataclasses import dataclass
 
 
 def _import_paramiko():
-    """Import paramiko without invoke: paramiko.config imports it when installed (about
-    35 ms of asyncio, unittest.mock and more) only for ssh_config's ``Match exec``, which
-    fleet never reads."""
-    if "invoke" in sys.modules:
-        import paramiko
-        return paramiko
-    sys.modules["invoke"] = None  # makes paramiko's optional ``import invoke`` fail fast
+    """Import paramiko without invoke and without importlib.metadata.
+
+    paramiko.config imports invoke when installed (about 35 ms of asyncio, unittest.mock
+    and more) only for ssh_config's ``Match exec``, which fleet never reads; and
+    paramiko's ``__init__`` imports importlib.metadata (about 14 ms: email, zipfile,
+    pathlib) only to read its own version. Both are kept out while paramiko imports: the
+    version comes from the name of its dist-info directory instead."""
+    stubs = {}
+    if "invoke" not in sys.modules:
+        stubs["invoke"] = None  # makes paramiko's optional ``import invoke`` fail fast
+    if "importlib.metadata" not in sys.modules:
+        stubs["importlib.metadata"] = _MetadataStub()
+    sys.modules.update(stubs)
     try:
         import paramiko
     finally:
-        del sys.modules["invoke"]
+        for name in stubs:
+            del sys.modules[name]
+        if "importlib" in sys.modules and "importlib.metadata" in stubs:
+            # ``from importlib import metadata`` also set the package's attribute
+            sys.modules["importlib"].__dict__.pop("metadata", None)
     return paramiko
+
+
+class _MetadataStub(types.ModuleType):
+    """Stands in for importlib.metadata while paramiko imports: ``version`` only."""
+
+    def __init__(self):
+        super().__init__("importlib.metadata")
+
+    @staticmethod
+    def version(name):
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.origin:
+            site = os.path.dirname(os.path.dirname(spec.origin))
+            prefix = name + "-"
+            for entry in os.listdir(site):
+                if entry.startswith(prefix) and entry.endswith(".dist-info"):
+                    return entry[len(prefix):-len(".dist-info")]
+        return "0"
 
 
 paramiko = _import_paramiko()

@@ -429,6 +429,64 @@ def test_web_greeting():
     assert demo_web.greeting("abc", 3, 7) == "hello from abc: visits=3 hits=7\n"
 
 
+def test_web_resp_encoding_and_replies():
+    assert demo_web.encode_command(("INCR", "hits")) == b"*2\r\n$4\r\nINCR\r\n$4\r\nhits\r\n"
+    assert demo_web.encode_command(("SET", b"k", 7)) == \
+        b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\n7\r\n"
+    replies = io.BytesIO(b"+PONG\r\n:42\r\n$3\r\na\r\n\r\n$-1\r\n*2\r\n:1\r\n+OK\r\n-ERR wrong\r\n")
+    assert demo_web.read_reply(replies) == "PONG"
+    assert demo_web.read_reply(replies) == 42
+    assert demo_web.read_reply(replies) == b"a\r\n"
+    assert demo_web.read_reply(replies) is None
+    assert demo_web.read_reply(replies) == [1, "OK"]
+    with pytest.raises(demo_web.RedisError, match="ERR wrong"):
+        demo_web.read_reply(replies)
+    with pytest.raises(ConnectionError):
+        demo_web.read_reply(replies)  # nothing left: the server went away
+
+
+def test_web_redis_client_reconnects_after_a_lost_connection():
+    """Against a socket server that answers INCR with a counter and closes each
+    connection after two commands: the client makes a new one when it must."""
+    import socket
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+    counter, connections = [0], [0]
+
+    def serve():
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            connections[0] += 1
+            with conn, conn.makefile("rb") as reader:
+                for _ in range(2):
+                    try:
+                        words = demo_web.read_reply(reader)
+                    except ConnectionError:
+                        break  # the client closed it
+                    if words[0] == b"PING":
+                        conn.sendall(b"+PONG\r\n")
+                    else:
+                        counter[0] += 1
+                        conn.sendall(b":%d\r\n" % counter[0])
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    client = demo_web.Redis("127.0.0.1", server.getsockname()[1])
+    try:
+        assert client.ping() is True
+        assert client.incr("hits") == 1
+        with pytest.raises(OSError):
+            client.incr("hits")  # the server closed this connection
+        assert client.incr("hits") == 2 and connections[0] == 2
+    finally:
+        client.close()
+        server.close()
+
+
 # --- pushing (skopeo stubbed) -------------------------------------------------------------
 
 
@@ -481,3 +539,94 @@ def test_push_once_per_registry_with_its_auth(tmp_path, monkeypatch):
     calls.clear()
     di._push_locked(str(state), str(demo), [plain, basic], images, lambda text: None)
     assert calls == []
+
+
+class FakeBackends:
+    def __init__(self):
+        self.visits, self.down = 0, []
+
+    def visit(self, hostname):
+        if self.down:
+            raise ConnectionError("postgres is down")
+        self.visits += 1
+        return self.visits, self.visits * 10
+
+    def problems(self):
+        return list(self.down)
+
+
+@pytest.fixture
+def web_server():
+    import threading
+
+    backends = FakeBackends()
+    handler = type("Handler", (demo_web.Handler,), {"backends": backends, "hostname": "h1"})
+    server = demo_web.Server(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1], backends
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_web_answers_pages_on_one_kept_connection(web_server, capsys):
+    import http.client
+
+    port, backends = web_server
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        answers = []
+        for path in ("/", "/?x=1", "/health", "/nope"):
+            conn.request("GET", path)
+            reply = conn.getresponse()
+            answers.append((reply.status, reply.read().decode()))
+        conn.request("HEAD", "/health")
+        head = conn.getresponse()
+        assert head.status == 200 and head.read() == b""
+        conn.request("POST", "/", body=b"x=1")
+        posted = conn.getresponse()
+        assert posted.status == 405 and posted.read()
+    finally:
+        conn.close()
+    assert answers == [(200, "hello from h1: visits=1 hits=10\n"),
+                       (200, "hello from h1: visits=2 hits=20\n"),
+                       (200, "ok\n"), (404, "not found\n")]
+    backends.down = ["postgres dbapp:5432: refused"]
+    assert demo_web.check({"port": port}) == 1
+    backends.down = []
+    assert demo_web.check({"port": port}) == 0
+    # logged after each answer: the earlier requests' lines are there by now
+    assert '"GET /?x=1 HTTP/1.1" 200' in capsys.readouterr().err
+
+
+def test_web_closes_when_asked_and_refuses_garbage(web_server):
+    import socket
+
+    port, _ = web_server
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+        conn.sendall(b"GET /health HTTP/1.0\r\n\r\n")
+        reply = conn.makefile("rb").read()  # HTTP/1.0 without keep-alive: closed after
+    assert reply.startswith(b"HTTP/1.1 200 OK\r\n") and b"Connection: close" in reply
+    assert reply.endswith(b"\r\n\r\nok\n")
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+        conn.sendall(b"hello there\r\n\r\n")
+        reply = conn.makefile("rb").read()
+    assert reply.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert demo_web.check({"port": port}, host="127.0.0.2") in (0, 1)
+
+
+def test_web_request_parsing():
+    parsed = demo_web.read_request(io.BytesIO(
+        b"\r\nGET /a HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabcGET"))
+    assert parsed == ("GET", "/a", "HTTP/1.1", {"host": "x", "content-length": "3"})
+    assert demo_web.read_request(io.BytesIO(b"")) is None
+    for bad in (b"GET /\r\n\r\n", b"GET / HTTP/1.1\r\nno colon\r\n\r\n",
+                b"GET / HTTP/1.1\r\nContent-Length: -1\r\n\r\n"):
+        with pytest.raises(ValueError):
+            demo_web.read_request(io.BytesIO(bad))
+    assert demo_web.keeps_alive("HTTP/1.1", {}) is True
+    assert demo_web.keeps_alive("HTTP/1.1", {"connection": "close"}) is False
+    assert demo_web.keeps_alive("HTTP/1.0", {}) is False
+    assert demo_web.keeps_alive("HTTP/1.0", {"connection": "Keep-Alive"}) is True

@@ -73,3 +73,75 @@ def test_list_networks_reads_only_network_records(tmp_path):
     (base / "shop.ipam.json").write_text('{"10.90.1.2": "abc"}')
     (base / ".ports.json").write_text('{"8887/tcp": "abc"}')
     assert [n["name"] for n in network.list_networks(store)] == ["shop"]
+
+
+class RecordingIptables:
+    """A double of firewall._run: answers iptables-save with ``saved`` and records every
+    command with its input."""
+
+    def __init__(self, saved=""):
+        self.saved, self.calls = saved, []
+
+    def __call__(self, argv, stdin=None):
+        import subprocess
+
+        self.calls.append((argv[0], stdin))
+        out = self.saved if argv[0] == "iptables-save" else ""
+        return subprocess.CompletedProcess(argv, 0, out, "")
+
+
+FORWARD_RULE = {"chain": firewall.FORWARD, "out": "fl-a", "proto": "tcp", "dport": 80,
+                "action": "accept", "tag": "fleet-port-1"}
+SAVED_READY = "".join(line + "\n" for line in (
+    "*filter", ":INPUT ACCEPT [0:0]", ":FORWARD ACCEPT [0:0]", ":FLEET-FORWARD - [0:0]",
+    '-A FORWARD -m comment --comment "fleet" -j FLEET-FORWARD',
+    "-A FLEET-FORWARD -m conntrack --ctstate RELATED,ESTABLISHED"
+    ' -m comment --comment "fleet-replies" -j ACCEPT',
+    '-A FLEET-FORWARD -o fl-a -p tcp -m tcp --dport 80 -m comment --comment "fleet-port-1"'
+    " -j ACCEPT",
+    "COMMIT"))
+
+
+def test_iptables_add_makes_missing_chains_in_its_one_restore(monkeypatch):
+    fake = RecordingIptables("*filter\n:FORWARD ACCEPT [0:0]\nCOMMIT\n")
+    monkeypatch.setattr(firewall, "_run", fake)
+    monkeypatch.setattr(firewall, "_ready", set())
+    monkeypatch.setenv("FLEET_FIREWALL", "iptables")
+    firewall.add([FORWARD_RULE], first=True)
+    assert [tool for tool, _ in fake.calls] == ["iptables-save", "iptables-restore"]
+    script = fake.calls[1][1].splitlines()
+    assert script[:3] == ["*filter", "-N FLEET-FORWARD",
+                          "-A FLEET-FORWARD -m conntrack --ctstate RELATED,ESTABLISHED "
+                          "-m comment --comment fleet-replies -j ACCEPT"]
+    assert script[3] == "-I FORWARD 1 -m comment --comment fleet -j FLEET-FORWARD"
+    assert script[4].startswith("-I FLEET-FORWARD 1 -o fl-a") and script[5] == "COMMIT"
+    firewall.add([FORWARD_RULE])  # known now: no second look
+    assert [tool for tool, _ in fake.calls][2:] == ["iptables-restore"]
+
+
+def test_iptables_add_puts_back_only_a_lost_jump(monkeypatch):
+    saved = SAVED_READY.replace('-A FORWARD -m comment --comment "fleet" -j FLEET-FORWARD\n', "")
+    fake = RecordingIptables(saved)
+    monkeypatch.setattr(firewall, "_run", fake)
+    monkeypatch.setattr(firewall, "_ready", set())
+    monkeypatch.setenv("FLEET_FIREWALL", "iptables")
+    firewall.add([FORWARD_RULE])
+    script = fake.calls[1][1].splitlines()
+    assert script[1] == "-I FORWARD 1 -m comment --comment fleet -j FLEET-FORWARD"
+    assert not any(line.startswith("-N") for line in script)
+
+
+def test_iptables_remove_and_teardown_read_one_save(monkeypatch):
+    fake = RecordingIptables(SAVED_READY)
+    monkeypatch.setattr(firewall, "_run", fake)
+    monkeypatch.setenv("FLEET_FIREWALL", "iptables")
+    assert list(firewall.tagged("fleet-port")) == ["fleet-port-1"]
+    firewall.remove("fleet-port-1")
+    assert [tool for tool, _ in fake.calls] == ["iptables-save", "iptables-save",
+                                                "iptables-restore"]
+    assert fake.calls[2][1].splitlines()[1].startswith("-D FLEET-FORWARD -o fl-a")
+    fake.calls.clear()
+    firewall._ipt_teardown()
+    script = fake.calls[1][1].splitlines()
+    assert script == ["*filter", "-D FORWARD -m comment --comment fleet -j FLEET-FORWARD",
+                      "-F FLEET-FORWARD", "-X FLEET-FORWARD", "COMMIT"]
