@@ -18,6 +18,7 @@ class Connections:
         self._sessions = {}
         self._errors = {}
         self._targets = {}
+        self._opening = {}  # key -> Event set when the thread opening it is done
         self._lock = threading.Lock()
 
     def _key(self, host, become, become_user):
@@ -39,23 +40,36 @@ class Connections:
         return self._key(host, None, None)[1].host
 
     def get(self, host, become=None, become_user=None):
-        """The open session for ``host``, opening it now if needed; raises TransportError."""
+        """The open session for ``host``, opening it now if needed; raises TransportError.
+        Threads asking for the same session at once share one connection: the first
+        opens it, the others wait for it (a service task's listing asks every host while
+        their own task threads do)."""
         key, target = self._key(host, become, become_user)
-        with self._lock:
-            session = self._sessions.get(key)
-            error = self._errors.get(key)
-        if session is not None:
-            return session
-        if error is not None:
-            raise TransportError(error)
+        while True:
+            with self._lock:
+                session = self._sessions.get(key)
+                error = self._errors.get(key)
+                opening = self._opening.get(key)
+                if session is None and error is None and opening is None:
+                    self._opening[key] = threading.Event()
+            if session is not None:
+                return session
+            if error is not None:
+                raise TransportError(error)
+            if opening is None:
+                break
+            opening.wait()
         try:
             session = Session.open(target)
-        except TransportError as exc:
+        except BaseException as exc:
             with self._lock:
-                self._errors[key] = str(exc)
+                if isinstance(exc, TransportError):
+                    self._errors[key] = str(exc)
+                self._opening.pop(key).set()  # waiters see the error, or try themselves
             raise
         with self._lock:
             self._sessions[key] = session
+            self._opening.pop(key).set()
         return session
 
     def drop(self, host, reason):
