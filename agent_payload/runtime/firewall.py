@@ -119,14 +119,25 @@ _ready = set()  # chains known to exist in this process (set up once, not per ru
 
 
 def _ipt_saved():
-    """{table: [line]} of every table, from one iptables-save run."""
+    """{table: [line]} of every table, from one iptables-save run. Fleet's chains seen
+    there whole (chain and jump) count as made for the rest of the process."""
     tables, table = {}, None
     for line in _run(["iptables-save"]).stdout.splitlines():
         if line.startswith("*"):
             table = tables.setdefault(line[1:].strip(), [])
         elif table is not None and line[:1] in (":", "-"):
-            table.append(line.replace('"', ""))
+            table.append(" ".join(line.replace('"', "").split()))
+    for table, builtin, own in _IPT_CHAINS.values():
+        if all(_ipt_present(tables, table, builtin, own)):
+            _ready.add(own)
     return tables
+
+
+def _ipt_present(saved, table, builtin, own):
+    """(chain made, jump to it in place) in an _ipt_saved() listing."""
+    lines = saved.get(table, [])
+    return (any(line.split()[:1] == [f":{own}"] for line in lines),
+            f"-A {builtin} -m comment --comment fleet -j {own}" in lines)
 
 
 def _ipt_setup(chains):
@@ -139,15 +150,15 @@ def _ipt_setup(chains):
         return {}
     saved, lines = _ipt_saved(), {}
     for table, builtin, own in wanted:
-        present = saved.get(table, [])
-        jump = f"-m comment --comment fleet -j {own}"
-        if not any(line.split()[:1] == [f":{own}"] for line in present):
+        made, jumped = _ipt_present(saved, table, builtin, own)
+        if not made:
             lines.setdefault(table, []).append(f"-N {own}")
             if own == _IPT_CHAINS[FORWARD][2]:
                 replies = {"replies": True, "action": "accept", "tag": REPLIES_TAG}
                 lines[table].append(f"-A {own} {' '.join(iptables_args(replies))}")
-        if f"-A {builtin} {jump}" not in (" ".join(line.split()) for line in present):
-            lines.setdefault(table, []).append(f"-I {builtin} 1 {jump}")
+        if not jumped:
+            lines.setdefault(table, []).append(
+                f"-I {builtin} 1 -m comment --comment fleet -j {own}")
     return lines
 
 
@@ -189,11 +200,10 @@ def _ipt_listed(tag_prefix):
 def _ipt_teardown():
     saved, lines = _ipt_saved(), {}
     for table, builtin, own in _IPT_CHAINS.values():
-        present = [" ".join(line.split()) for line in saved.get(table, [])]
         jump = f"-A {builtin} -m comment --comment fleet -j {own}"
         lines.setdefault(table, []).extend(
-            "-D" + line[2:] for line in present if line == jump)
-        if any(line.split()[:1] == [f":{own}"] for line in present):
+            "-D" + line[2:] for line in saved.get(table, []) if line == jump)
+        if _ipt_present(saved, table, builtin, own)[0]:
             lines[table] += [f"-F {own}", f"-X {own}"]
     _ready.clear()
     _ipt_restore(lines)

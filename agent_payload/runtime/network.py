@@ -28,11 +28,11 @@ STORE/networks/.ports.json records which container holds which host port.
 import fcntl
 import hashlib
 import ipaddress
-import json
 import os
 import shutil
 import subprocess
 
+from agent_payload.jsonfile import read_json, write_json
 from agent_payload.oci.store import DEFAULT_ROOT
 from agent_payload.runtime import firewall, proxy
 
@@ -85,21 +85,6 @@ class _Locked:
         os.close(self.fd)
 
 
-def _read(path, default):
-    try:
-        with open(path) as handle:
-            return json.load(handle)
-    except (OSError, ValueError):
-        return default
-
-
-def _write(path, value):
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as handle:
-        json.dump(value, handle)
-    os.rename(tmp, path)
-
-
 def _check_name(name):
     if not name or len(name) > 64 or not all(c.isalnum() or c in "_.-" for c in name) \
             or not name[0].isalnum():
@@ -120,13 +105,13 @@ def _device(name, store_root=DEFAULT_ROOT):
 
 def get(store, name):
     """The network's record, or None."""
-    return _read(os.path.join(_dir(store), f"{name}.json"), None)
+    return read_json(os.path.join(_dir(store), f"{name}.json"), None)
 
 
 def list_networks(store):
     """Every network's record."""
     base = _dir(store)
-    return [_read(os.path.join(base, entry), {}) for entry in sorted(os.listdir(base))
+    return [read_json(os.path.join(base, entry), {}) for entry in sorted(os.listdir(base))
             if entry.endswith(".json") and not entry.endswith(".ipam.json")
             and not entry.startswith(".")]
 
@@ -262,7 +247,7 @@ def ensure(store, name=DEFAULT_NETWORK, subnet=None, masquerade=True, icc=True,
                       "bridge": _device(name, store.root), "masquerade": bool(masquerade),
                       "icc": bool(icc), "userland_proxy": bool(userland_proxy),
                       "labels": dict(labels or {})}
-            _write(os.path.join(_dir(store), f"{name}.json"), record)
+            write_json(os.path.join(_dir(store), f"{name}.json"), record)
         if not os.path.isdir(f"/sys/class/net/{record['bridge']}"):
             _bring_up(record)  # new, or gone with a reboot (its rules went with it)
         return record
@@ -274,7 +259,7 @@ def remove(store, name):
         record = get(store, name)
         if record is None:
             return False
-        used = _read(os.path.join(_dir(store), f"{name}.ipam.json"), {})
+        used = read_json(os.path.join(_dir(store), f"{name}.ipam.json"), {})
         if used:
             raise NetworkError(f"network {name} is in use by {len(used)} container(s)")
         _ip("link", "del", record["bridge"], check=False)
@@ -305,13 +290,13 @@ def attach(store, name, container_id, mappings=None, labels=None):
     network = ipaddress.ip_network(record["subnet"])
     ipam_path = os.path.join(_dir(store), f"{name}.ipam.json")
     with _Locked(store):
-        used = _read(ipam_path, {})
+        used = read_json(ipam_path, {})
         address = next((str(a) for a in network.hosts()
                         if str(a) != record["gateway"] and str(a) not in used), None)
         if address is None:
             raise NetworkError(f"network {name} has no address left")
         used[address] = container_id
-        _write(ipam_path, used)
+        write_json(ipam_path, used)
     ns, outer = netns_name(container_id), "fleetv" + container_id[:8]
     try:
         # two ip runs (one outside, one inside the namespace): each process costs ~3 ms
@@ -346,10 +331,10 @@ def detach(store, name, container_id, published=True, linked=True):
                            f"netns del {netns_name(container_id)}\n", check=False)
     ipam_path = os.path.join(_dir(store), f"{name}.ipam.json")
     with _Locked(store):
-        used = _read(ipam_path, {})
+        used = read_json(ipam_path, {})
         kept = {a: c for a, c in used.items() if c != container_id}
         if kept != used:
-            _write(ipam_path, kept)
+            write_json(ipam_path, kept)
 
 
 def _free_port(host_ip, proto, wanted, published):
@@ -438,13 +423,13 @@ def publish(store, container_id, address, mappings, userland=False):
     tag, shown, chosen = port_tag(container_id), {}, []
     try:
         with _Locked(store):
-            published = _read(_ports_path(store), {})
+            published = read_json(_ports_path(store), {})
             for mapping in mappings:
                 mapping = dict(mapping, host_port=_free_port(
                     mapping["host_ip"], mapping["proto"], mapping["host_port"], published))
                 published[f"{mapping['host_port']}/{mapping['proto']}"] = container_id
                 chosen.append(mapping)
-            _write(_ports_path(store), published)
+            write_json(_ports_path(store), published)
         if userland:
             proxy.start(os.path.join(store.root, "containers", container_id),
                         [dict(m, address=address) for m in chosen])
@@ -469,7 +454,7 @@ def unpublish(store, container_id):
     proxy.stop(os.path.join(store.root, "containers", container_id))
     firewall.remove(port_tag(container_id))
     with _Locked(store):
-        published = _read(_ports_path(store), {})
+        published = read_json(_ports_path(store), {})
         kept = {port: owner for port, owner in published.items() if owner != container_id}
         if kept != published:
-            _write(_ports_path(store), kept)
+            write_json(_ports_path(store), kept)

@@ -11,6 +11,7 @@ import os
 import time
 
 from agent_payload import jsonwire
+from agent_payload.jsonfile import read_json, write_json  # noqa: F401 - used from here too
 from agent_payload.runtime.health import stamp
 
 STATE = "state.json"
@@ -22,23 +23,6 @@ BACKOFF_START, BACKOFF_MAX, BACKOFF_RESET = 0.1, 60.0, 10.0
 def now():
     """The current time as Docker writes times."""
     return stamp(time.time())
-
-
-def read_json(path, default=None):
-    """A JSON file's value, or ``default`` when it is missing or unreadable."""
-    try:
-        with open(path) as handle:
-            return jsonwire.loads(handle.read())
-    except (OSError, ValueError):
-        return default
-
-
-def write_json(path, value):
-    """Write JSON atomically (temp file and rename)."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as handle:
-        handle.write(jsonwire.dumps(value))
-    os.rename(tmp, path)
 
 
 def list_containers(store_root):

@@ -19,7 +19,7 @@ import shutil
 import stat
 import sys
 
-from agent_payload import cgroups, labels
+from agent_payload import cgroups, jsonwire, labels
 from agent_payload.oci.store import Store
 from agent_payload.runtime import connect, records, spec
 
@@ -236,7 +236,7 @@ def write_dir(plan, host_resolv="/etc/resolv.conf"):
             with open(plan["etc_files"][name], "w") as handle:
                 handle.write(text)
         with open(os.path.join(directory, "config.json"), "w") as handle:
-            json.dump(plan, handle)
+            handle.write(jsonwire.dumps(plan))
     except BaseException:
         shutil.rmtree(directory, ignore_errors=True)
         raise

@@ -7,7 +7,7 @@ image           the layer on top of the base                 runs
 ==============  ===========================================  ================================
 demo/postgres   postgresql-15 (and postgresql-common)        initdb on first start, postgres
 demo/redis      redis-server                                 redis-server as user redis
-demo/web        python3, python3-psycopg2, /app/web.py       the web app of
+demo/web        python3, /app/web.py                         the web app of
                                                              ``fleet/lab/demo_web.py``
 ==============  ===========================================  ================================
 
@@ -357,8 +357,8 @@ def recipes() -> List[Recipe]:
         ),
         Recipe(
             name="web",
-            packages=("python3", "python3-psycopg2"),
-            script=f"{APT} install python3 python3-psycopg2\n",
+            packages=("python3",),
+            script=f"{APT} install python3\n",
             files=((WEB_APP_PATH, web_app_source(), 0o644),),
             config={
                 "Cmd": ["python3", "/" + WEB_APP_PATH],

@@ -1,11 +1,12 @@
 """The demo's web tier: a small HTTP app that reads and writes PostgreSQL and Redis.
 
 It is not imported by fleet: ``fleet.lab.demo_images`` copies this file into the
-``demo/web`` image as ``/app/web.py``, where Debian's python3 and python3-psycopg2 run
-it (``python3 /app/web.py``). It speaks Redis's protocol (RESP) and answers HTTP/1.1
-itself, on socketserver: importing redis-py (asyncio and all) and http.server (which
-brings http.client, ssl, email and mimetypes) cost more CPU at start-up than the rest of
-the app, on every replica of a deploy, and the two commands and two pages need neither.
+``demo/web`` image as ``/app/web.py``, where Debian's python3 runs it (``python3
+/app/web.py``). It speaks PostgreSQL's protocol (simple queries, SCRAM-SHA-256 or md5
+passwords) and Redis's (RESP), and answers HTTP/1.1 on socketserver, all itself:
+psycopg2 (libpq and what it links), redis-py (asyncio and all) and http.server (http.client,
+ssl, email, mimetypes) cost more CPU at start-up than the rest of the app, on every
+replica of a deploy, and three queries, two commands and two pages need none of them.
 
 - ``GET /``: inserts a row into the table ``visits`` (made when missing) and increments
   the Redis key ``hits``, then answers one line:
@@ -30,6 +31,7 @@ import os
 import signal
 import socket
 import socketserver
+import struct
 import sys
 import threading
 import time
@@ -161,13 +163,218 @@ def read_reply(reader):
     raise RedisError(f"not a RESP reply: {line[:40]!r}")
 
 
+class PostgresError(Exception):
+    """An ErrorResponse from PostgreSQL; ``code`` is its SQLSTATE."""
+
+    def __init__(self, fields):
+        self.code = fields.get("C", "")
+        super().__init__(f"{fields.get('S', 'ERROR')}: {fields.get('M', 'error')} "
+                         f"(SQLSTATE {self.code})")
+
+
+UNIQUE_VIOLATION = "23505"
+PROTOCOL_3 = 196608
+
+
+class Postgres:
+    """One connection speaking PostgreSQL's frontend/backend protocol 3: startup, the
+    password (SCRAM-SHA-256, md5 or cleartext, whichever the server asks for), and simple
+    queries. Connection trouble raises OSError (ConnectionError when the server hangs
+    up); the server's errors raise PostgresError and leave the connection usable."""
+
+    def __init__(self, host, port, user, password, dbname, timeout=5):
+        self.address = (host, port)
+        self.user, self.password, self.dbname = user, password, dbname
+        self.timeout = timeout
+        self.sock = self.reader = None
+
+    @property
+    def closed(self):
+        return self.sock is None
+
+    def connect(self):
+        self.sock = socket.create_connection(self.address, CONNECT_TIMEOUT)
+        self.sock.settimeout(self.timeout)
+        self.reader = self.sock.makefile("rb")
+        try:
+            body = b"".join(_cstring(word) for word in (
+                "user", self.user, "database", self.dbname,
+                "application_name", "fleet-demo-web")) + b"\0"
+            self.sock.sendall(struct.pack("!II", 8 + len(body), PROTOCOL_3) + body)
+            self._authenticate()
+            self._until_ready()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def query(self, sql):
+        """Run ``sql`` (one or more statements); the rows of the last result, each a list
+        of text values (None for NULL)."""
+        self._send(b"Q", _cstring(sql))
+        return self._until_ready()
+
+    def close(self):
+        if self.sock is not None:
+            try:
+                self._send(b"X", b"")
+            except OSError:
+                pass
+            self.sock.close()
+        self.sock = self.reader = None
+
+    def _send(self, kind, body):
+        self.sock.sendall(kind + struct.pack("!I", 4 + len(body)) + body)
+
+    def _receive(self):
+        head = self.reader.read(5)
+        if len(head) < 5:
+            raise ConnectionError("postgres closed the connection")
+        size = struct.unpack("!I", head[1:])[0] - 4
+        body = self.reader.read(size)
+        if len(body) < size:
+            raise ConnectionError("postgres closed the connection")
+        return head[:1], body
+
+    def _until_ready(self):
+        rows, error = [], None
+        while True:
+            kind, body = self._receive()
+            if kind == b"T":
+                rows = []
+            elif kind == b"D":
+                rows.append(_data_row(body))
+            elif kind == b"E":
+                error = PostgresError(_fields(body))
+            elif kind == b"Z":
+                if error is not None:
+                    raise error
+                return rows
+            # S (parameter status), K (backend key), C (command done), N (notice), ...
+
+    def _authenticate(self):
+        scram = None
+        while True:
+            kind, body = self._receive()
+            if kind == b"E":
+                raise PostgresError(_fields(body))
+            if kind != b"R":
+                raise ConnectionError(f"postgres sent {kind!r} before authentication")
+            code = struct.unpack("!I", body[:4])[0]
+            if code == 0:
+                return
+            if code == 3:  # cleartext
+                self._send(b"p", _cstring(self.password))
+            elif code == 5:  # md5 with a 4-byte salt
+                import hashlib
+
+                inner = hashlib.md5((self.password + self.user).encode()).hexdigest()
+                outer = hashlib.md5(inner.encode() + body[4:8]).hexdigest()
+                self._send(b"p", _cstring("md5" + outer))
+            elif code == 10:  # SASL: the mechanisms offered
+                if b"SCRAM-SHA-256\0" not in body[4:]:
+                    raise ConnectionError("postgres offers no SASL mechanism this app has")
+                scram = Scram(self.password)
+                first = scram.client_first().encode()
+                self._send(b"p", _cstring("SCRAM-SHA-256") + struct.pack("!I", len(first))
+                           + first)
+            elif code == 11 and scram is not None:
+                self._send(b"p", scram.client_final(body[4:].decode()).encode())
+            elif code == 12 and scram is not None:
+                scram.check_server_final(body[4:].decode())
+            else:
+                raise ConnectionError(f"postgres asks for authentication {code}, "
+                                      "which this app does not speak")
+
+
+class Scram:
+    """The client side of SCRAM-SHA-256 (RFC 5802, RFC 7677) as PostgreSQL uses it: no
+    channel binding, the user name left to the startup message."""
+
+    def __init__(self, password, nonce=None, user=""):
+        import base64
+
+        self.password = password
+        self.nonce = nonce or base64.b64encode(os.urandom(18)).decode()
+        self.first_bare = f"n={user},r={self.nonce}"
+        self.server_signature = None
+
+    def client_first(self):
+        return "n,," + self.first_bare
+
+    def client_final(self, server_first):
+        import base64
+        import hashlib
+        import hmac
+
+        fields = dict(item.split("=", 1) for item in server_first.split(","))
+        if not fields.get("r", "").startswith(self.nonce):
+            raise ConnectionError("postgres answered SCRAM with another nonce")
+        salted = hashlib.pbkdf2_hmac("sha256", self.password.encode(),
+                                     base64.b64decode(fields["s"]), int(fields["i"]))
+        without_proof = "c=biws,r=" + fields["r"]
+        message = ",".join((self.first_bare, server_first, without_proof)).encode()
+        client_key = hmac.new(salted, b"Client Key", "sha256").digest()
+        signature = hmac.new(hashlib.sha256(client_key).digest(), message, "sha256").digest()
+        proof = bytes(a ^ b for a, b in zip(client_key, signature))
+        server_key = hmac.new(salted, b"Server Key", "sha256").digest()
+        self.server_signature = hmac.new(server_key, message, "sha256").digest()
+        return without_proof + ",p=" + base64.b64encode(proof).decode()
+
+    def check_server_final(self, server_final):
+        import base64
+        import hmac
+
+        fields = dict(item.split("=", 1) for item in server_final.split(","))
+        if "e" in fields:
+            raise ConnectionError(f"postgres refused SCRAM: {fields['e']}")
+        if not hmac.compare_digest(base64.b64decode(fields.get("v", "")),
+                                   self.server_signature or b""):
+            raise ConnectionError("postgres's SCRAM signature does not match")
+
+
+def _cstring(text):
+    data = text.encode("utf-8")
+    if b"\0" in data:
+        raise ValueError("a NUL byte in a PostgreSQL string")
+    return data + b"\0"
+
+
+def _fields(body):
+    """An ErrorResponse's fields: {code letter: text}."""
+    found = {}
+    for item in body.split(b"\0"):
+        if item:
+            found[item[:1].decode()] = item[1:].decode("utf-8", "replace")
+    return found
+
+
+def _data_row(body):
+    count = struct.unpack("!H", body[:2])[0]
+    values, at = [], 2
+    for _ in range(count):
+        size = struct.unpack("!i", body[at:at + 4])[0]
+        at += 4
+        if size < 0:
+            values.append(None)
+        else:
+            values.append(body[at:at + size].decode("utf-8"))
+            at += size
+    return values
+
+
+def literal(text):
+    """``text`` as an SQL string literal (standard_conforming_strings, PostgreSQL's
+    default since 9.1: only the quote is special)."""
+    if "\0" in text:
+        raise ValueError("a NUL byte in an SQL literal")
+    return "'" + text.replace("'", "''") + "'"
+
+
 class Backends:
     """One PostgreSQL connection (used under a lock) and one Redis connection."""
 
     def __init__(self, config):
-        import psycopg2
-
-        self.psycopg2 = psycopg2
         self.config = config
         self.lock = threading.Lock()
         self.conn = None
@@ -176,12 +383,8 @@ class Backends:
     def _db(self):
         if self.conn is None or self.conn.closed:
             c = self.config
-            conn = self.psycopg2.connect(host=c["db_host"], port=c["db_port"],
-                                         dbname=c["db_name"], user=c["db_user"],
-                                         password=c["db_password"],
-                                         connect_timeout=CONNECT_TIMEOUT,
-                                         application_name="fleet-demo-web")
-            conn.autocommit = True
+            conn = Postgres(c["db_host"], c["db_port"], c["db_user"], c["db_password"],
+                            c["db_name"]).connect()
             try:
                 self._create_table(conn)
             except Exception:
@@ -193,12 +396,11 @@ class Backends:
     def _create_table(self, conn):
         for attempt in range(3):
             try:
-                with conn.cursor() as cur:
-                    cur.execute(CREATE_TABLE)
+                conn.query(CREATE_TABLE)
                 return
-            except self.psycopg2.IntegrityError:
+            except PostgresError as exc:
                 # two apps creating it at once: one of them loses the race
-                if attempt == 2:
+                if exc.code != UNIQUE_VIOLATION or attempt == 2:
                     raise
                 time.sleep(0.2)
 
@@ -206,20 +408,17 @@ class Backends:
         with self.lock:
             reused = self.conn is not None and not self.conn.closed
             try:
-                with self._db().cursor() as cur:
-                    return work(cur)
-            except (self.psycopg2.OperationalError, self.psycopg2.InterfaceError):
+                return work(self._db())
+            except PostgresError:
+                raise  # the server's answer: the connection stays good
+            except OSError:
                 self._drop()
                 if not reused:
                     raise
-            except self.psycopg2.Error:
-                self._drop()
-                raise
             # the server went away since the last request (a restart): once more, anew
             try:
-                with self._db().cursor() as cur:
-                    return work(cur)
-            except self.psycopg2.Error:
+                return work(self._db())
+            except OSError:
                 self._drop()
                 raise
 
@@ -233,10 +432,10 @@ class Backends:
 
     def visit(self, hostname):
         """Record one visit in both backends; (rows in visits, hits)."""
-        def insert(cur):
-            cur.execute("INSERT INTO visits (host) VALUES (%s)", (hostname,))
-            cur.execute("SELECT count(*) FROM visits")
-            return cur.fetchone()[0]
+        def insert(conn):
+            rows = conn.query(f"INSERT INTO visits (host) VALUES ({literal(hostname)}); "
+                              "SELECT count(*) FROM visits")
+            return int(rows[0][0])
 
         visits = self._with_db(insert)
         hits = self.redis.incr("hits")
@@ -246,7 +445,7 @@ class Backends:
         """Why the backends do not answer (empty when both do)."""
         found = []
         try:
-            self._with_db(lambda cur: cur.execute("SELECT 1"))
+            self._with_db(lambda conn: conn.query("SELECT 1"))
         except Exception as exc:
             found.append(f"postgres {self.config['db_host']}:{self.config['db_port']}: "
                          + _one_line(exc))

@@ -630,3 +630,92 @@ def test_web_request_parsing():
     assert demo_web.keeps_alive("HTTP/1.1", {"connection": "close"}) is False
     assert demo_web.keeps_alive("HTTP/1.0", {}) is False
     assert demo_web.keeps_alive("HTTP/1.0", {"connection": "Keep-Alive"}) is True
+
+
+def test_web_scram_matches_rfc7677():
+    scram = demo_web.Scram("pencil", nonce="rOprNGfwEbeRWgbNEkqO", user="user")
+    assert scram.client_first() == "n,,n=user,r=rOprNGfwEbeRWgbNEkqO"
+    server_first = ("r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,"
+                    "s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096")
+    assert scram.client_final(server_first) == (
+        "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,"
+        "p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=")
+    scram.check_server_final("v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=")
+    with pytest.raises(ConnectionError, match="does not match"):
+        scram.check_server_final("v=AAAA")
+    with pytest.raises(ConnectionError, match="another nonce"):
+        demo_web.Scram("pencil", nonce="abc").client_final("r=xyz,s=AAAA,i=1")
+
+
+def _pg_message(kind, body):
+    import struct
+
+    return kind + struct.pack("!I", 4 + len(body)) + body
+
+
+def test_web_postgres_client_against_a_scripted_server():
+    """md5 password, a query's rows, an error that leaves the connection usable."""
+    import hashlib
+    import socket
+    import struct
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+    seen = []
+
+    def serve():
+        conn, _ = server.accept()
+        with conn, conn.makefile("rb") as reader:
+            size, version = struct.unpack("!II", reader.read(8))
+            seen.append(("startup", version, reader.read(size - 8)))
+            conn.sendall(_pg_message(b"R", struct.pack("!I", 5) + b"salt"))
+            kind, size = reader.read(1), struct.unpack("!I", reader.read(4))[0]
+            seen.append(("password", kind, reader.read(size - 4)))
+            conn.sendall(_pg_message(b"R", struct.pack("!I", 0))
+                         + _pg_message(b"S", b"server_version\0" + b"15.8\0")
+                         + _pg_message(b"K", struct.pack("!II", 1, 2))
+                         + _pg_message(b"Z", b"I"))
+            for answer in (
+                    _pg_message(b"C", b"INSERT 0 1\0") + _pg_message(b"T", b"\0\1")
+                    + _pg_message(b"D", struct.pack("!Hi", 2, 2) + b"42"
+                                  + struct.pack("!i", -1))
+                    + _pg_message(b"C", b"SELECT 1\0") + _pg_message(b"Z", b"I"),
+                    _pg_message(b"E", b"SERROR\0C42P01\0Mrelation \"nope\" does not exist\0\0")
+                    + _pg_message(b"Z", b"I"),
+                    _pg_message(b"T", b"") + _pg_message(b"D", struct.pack("!Hi", 1, 1) + b"1")
+                    + _pg_message(b"Z", b"I")):
+                kind, size = reader.read(1), struct.unpack("!I", reader.read(4))[0]
+                seen.append(("query", reader.read(size - 4)))
+                conn.sendall(answer)
+            seen.append(("end", reader.read(1)))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        pg = demo_web.Postgres("127.0.0.1", server.getsockname()[1], "web", "secret",
+                               "shop").connect()
+        assert pg.query("INSERT ...; SELECT ...") == [["42", None]]
+        with pytest.raises(demo_web.PostgresError, match="42P01") as failed:
+            pg.query("SELECT * FROM nope")
+        assert failed.value.code == "42P01"
+        assert pg.query("SELECT 1") == [["1"]]
+        pg.close()
+        assert pg.closed
+        thread.join(5)
+    finally:
+        server.close()
+    startup = seen[0]
+    assert startup[1] == demo_web.PROTOCOL_3
+    assert startup[2] == (b"user\0web\0database\0shop\0application_name\0fleet-demo-web\0\0")
+    inner = hashlib.md5(b"secretweb").hexdigest().encode()
+    assert seen[1] == ("password", b"p",
+                       b"md5" + hashlib.md5(inner + b"salt").hexdigest().encode() + b"\0")
+    assert seen[2] == ("query", b"INSERT ...; SELECT ...\0")
+    assert seen[-1] == ("end", b"X")
+
+
+def test_web_sql_literal():
+    assert demo_web.literal("web.1") == "'web.1'"
+    assert demo_web.literal("it's") == "'it''s'"
+    with pytest.raises(ValueError):
+        demo_web.literal("a\0b")

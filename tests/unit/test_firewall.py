@@ -134,12 +134,15 @@ def test_iptables_add_puts_back_only_a_lost_jump(monkeypatch):
 def test_iptables_remove_and_teardown_read_one_save(monkeypatch):
     fake = RecordingIptables(SAVED_READY)
     monkeypatch.setattr(firewall, "_run", fake)
+    monkeypatch.setattr(firewall, "_ready", set())
     monkeypatch.setenv("FLEET_FIREWALL", "iptables")
     assert list(firewall.tagged("fleet-port")) == ["fleet-port-1"]
     firewall.remove("fleet-port-1")
     assert [tool for tool, _ in fake.calls] == ["iptables-save", "iptables-save",
                                                 "iptables-restore"]
     assert fake.calls[2][1].splitlines()[1].startswith("-D FLEET-FORWARD -o fl-a")
+    firewall.add([FORWARD_RULE])  # the chain was seen whole in those saves: no third
+    assert [tool for tool, _ in fake.calls][3:] == ["iptables-restore"]
     fake.calls.clear()
     firewall._ipt_teardown()
     script = fake.calls[1][1].splitlines()
