@@ -208,3 +208,18 @@ def test_run_parallel_limits_concurrency():
 def test_run_parallel_empty_and_forks_floor():
     assert pool.run_parallel([], lambda x: x, forks=4) == {}
     assert pool.run_parallel(["x"], lambda x: x * 2, forks=0) == {"x": ("xx", None)}
+
+
+def test_paramiko_imports_without_importlib_metadata_and_knows_its_version():
+    import subprocess
+    import sys
+
+    code = ("import sys, fleet.transport.ssh as s\n"
+            "assert 'importlib.metadata' not in sys.modules, 'metadata imported'\n"
+            "assert 'invoke' not in sys.modules or sys.modules['invoke'] is not None\n"
+            "from importlib import metadata\n"
+            "assert type(metadata).__name__ == 'module', metadata\n"
+            "assert s.paramiko.__version__ == metadata.version('paramiko'), "
+            "s.paramiko.__version__\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
