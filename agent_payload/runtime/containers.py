@@ -75,6 +75,9 @@ def create(store, name, image, options):
     except (OSError, cgroups.CgroupError, runner.RunError, connect.ConnectError) as exc:
         _discard(directory, plan, store)
         raise ContainerError(f"cannot create: {exc}") from None
+    except BaseException:  # a bug or an interrupt: still nothing may be left behind
+        _discard(directory, plan, store)
+        raise
     return directory
 
 

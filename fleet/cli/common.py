@@ -24,6 +24,15 @@ output_option = click.option("-o", "--output", type=click.Choice(["text", "json"
                              help="json prints one JSON document for scripts.")
 
 
+def hosts_options(command):
+    """-i INVENTORY, PATTERN (default all), --limit, --forks and --output: what a command
+    that asks every host of a pattern the same thing takes."""
+    for option in reversed((inventory_option, click.argument("pattern", default="all"),
+                            limit_option, forks_option, output_option)):
+        command = option(command)
+    return command
+
+
 def load_inventory(path):
     """Load the inventory or exit with its one-line error."""
     from fleet.inventory import InventoryError

@@ -6,6 +6,7 @@ import click
 
 from fleet.cli.common import (
     forks_option,
+    hosts_options,
     inventory_option,
     limit_option,
     load_inventory,
@@ -272,11 +273,7 @@ def _service_logs(inventory, service, project, limit, tail, timestamps, follow):
 
 
 @click.command()
-@inventory_option
-@click.argument("pattern", default="all")
-@limit_option
-@forks_option
-@output_option
+@hosts_options
 def top(inventory_path, pattern, limit, forks, output):
     """Show the CPU and memory of the running containers on PATTERN's hosts, from their
     cgroups, like docker stats --no-stream: each host measures its containers over

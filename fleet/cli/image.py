@@ -7,6 +7,7 @@ import click
 from fleet.cli.common import (
     forks_long_option,
     forks_option,
+    hosts_options,
     inventory_option,
     limit_option,
     load_inventory,
@@ -111,11 +112,7 @@ def pull(inventory_path, pattern, name, limit, forks, output, platform, always):
 
 
 @image.command(name="ls")
-@inventory_option
-@click.argument("pattern", default="all")
-@limit_option
-@forks_option
-@output_option
+@hosts_options
 def list_command(inventory_path, pattern, limit, forks, output):
     """List the images in the stores of PATTERN's hosts.
 

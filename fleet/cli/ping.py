@@ -3,11 +3,8 @@
 import click
 
 from fleet.cli.common import (
-    forks_option,
-    inventory_option,
-    limit_option,
+    hosts_options,
     load_inventory,
-    output_option,
     print_json,
     select_hosts,
 )
@@ -17,11 +14,7 @@ EXIT_UNREACHABLE = 4
 
 
 @click.command()
-@inventory_option
-@click.argument("pattern", default="all")
-@limit_option
-@forks_option
-@output_option
+@hosts_options
 @click.option("--timeout", default=10.0, show_default=True, help="SSH connect timeout (s).")
 def ping(inventory_path, pattern, limit, forks, output, timeout):
     """Connect to every host in PATTERN (default all) and ask the payload for its facts.

@@ -5,8 +5,8 @@ import click
 
 from fleet.cli.common import (
     forks_option,
+    hosts_options,
     inventory_option,
-    limit_option,
     list_on_hosts,
     load_inventory,
     on_hosts,
@@ -27,11 +27,7 @@ def volume():
 
 
 @volume.command(name="ls")
-@inventory_option
-@click.argument("pattern", default="all")
-@limit_option
-@forks_option
-@output_option
+@hosts_options
 def list_command(inventory_path, pattern, limit, forks, output):
     """List the volumes on PATTERN's hosts, with the containers that use them.
 

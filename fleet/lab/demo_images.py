@@ -44,7 +44,6 @@ push does nothing. ``python3 -m fleet.lab.demo_images`` does both for the lab na
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import email.utils
 import fcntl
@@ -67,16 +66,13 @@ from fleet.lab.imagefiles import digest_of as _sha
 from fleet.lab.imagefiles import read_json as _read_json
 from fleet.lab.imagefiles import write_bytes as _write
 from fleet.lab.imagefiles import write_json as _write_json
-from fleet.lab.registries import RegistryInfo, load_credentials
+from fleet.lab.registries import RegistryInfo
 from fleet.lab.seed_images import (
     MT_OCI_CONFIG,
     MT_OCI_INDEX,
     MT_OCI_LAYER,
     MT_OCI_MANIFEST,
-    _skopeo_env,
-    _tag_in_storage,
-    _write_authfile,
-    _write_certs_dir,
+    push_images,
 )
 
 DEMO_VERSION = "1"
@@ -91,7 +87,6 @@ DEFAULT_PASSWORD = "demo"
 FALLBACK_EPOCH = 1704067200  # 2024-01-01, when no Release date can be read
 GZIP_LEVEL = 6
 STEP_TIMEOUT = 1800
-PUSH_TIMEOUT = 600
 PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -411,7 +406,9 @@ def push_demo_images(state_dir: str, registries: List[RegistryInfo],
     demo_dir = os.path.join(os.path.abspath(state_dir), "demo")
     os.makedirs(demo_dir, mode=0o700, exist_ok=True)
     with _locked(os.path.join(demo_dir, ".lock")):
-        _push_locked(os.path.abspath(state_dir), demo_dir, registries, images, step)
+        if not push_images(os.path.abspath(state_dir), demo_dir, registries, images,
+                           lambda image: image.source, DemoImageError, step):
+            step("demo images: already in " + ", ".join(r.name for r in registries))
     return images
 
 
@@ -1084,99 +1081,6 @@ def _locked(path: str):
         yield
     finally:
         os.close(fd)
-
-
-
-
-
-
-
-
-# --- pushing -------------------------------------------------------------------------------
-
-
-def _push_locked(state_dir: str, demo_dir: str, registries: List[RegistryInfo],
-                 images: List[DemoImage], step: Progress) -> None:
-    marker_path = os.path.join(demo_dir, "pushed.json")
-    marker = _read_json(marker_path, {})
-    jobs: Dict[str, List[Tuple[RegistryInfo, DemoImage]]] = {}
-    for reg in registries:
-        record = marker.get(reg.name, {})
-        if record.get("address") != reg.address:
-            record = {}
-        storage = os.path.join(state_dir, "registries", reg.name, "storage")
-        for image in images:
-            if record.get("images", {}).get(image.ref) == image.digest and \
-                    _tag_in_storage(storage, image):
-                continue
-            jobs.setdefault(reg.name, []).append((reg, image))
-    if not jobs:
-        step("demo images: already in " + ", ".join(r.name for r in registries))
-        return
-    if shutil.which("skopeo") is None:
-        raise DemoImageError("skopeo not found (apt-get install skopeo)")
-    env = _skopeo_env(demo_dir)
-    password = ""
-    if any(reg.auth != "none" for queue in jobs.values() for reg, _ in queue):
-        user, password = load_credentials(state_dir)
-        _write_authfile(demo_dir, user, password, registries)
-    certs = _write_certs_dir(demo_dir, registries)
-
-    def push_all(queue):
-        # one skopeo at a time per registry (the images share their base layer)
-        done = []
-        for reg, image in queue:
-            step(f"pushing {image.ref} to {reg.name} ({reg.address})")
-            try:
-                _push(demo_dir, reg, image, certs, env, password)
-            except DemoImageError as e:
-                return done, e
-            done.append((reg, image))
-        return done, None
-
-    errors = []
-    with concurrent.futures.ThreadPoolExecutor(max_workers=len(jobs)) as pool:
-        for done, error in pool.map(push_all, jobs.values()):
-            for reg, image in done:
-                entry = marker.setdefault(reg.name, {})
-                if entry.get("address") != reg.address:
-                    entry.clear()
-                    entry["address"] = reg.address
-                entry.setdefault("images", {})[image.ref] = image.digest
-            if error is not None:
-                errors.append(error)
-    _write_json(marker_path, marker)
-    if errors:
-        raise errors[0]
-
-
-def _push(demo_dir: str, reg: RegistryInfo, image: DemoImage, certs: Optional[str],
-          env: Dict[str, str], password: str) -> None:
-    argv = ["skopeo", "--insecure-policy", "copy", "--quiet", "--preserve-digests"]
-    if reg.auth == "none":
-        argv.append("--dest-no-creds")
-    else:
-        argv += ["--dest-authfile", os.path.join(demo_dir, "auth.json")]
-    if reg.tls:
-        argv += ["--dest-cert-dir", certs or "", "--dest-tls-verify=true"]
-    else:
-        argv.append("--dest-tls-verify=false")
-    argv += [image.source, f"docker://{reg.address}/{image.ref}"]
-    where = f"pushing {image.ref} to {reg.name} ({reg.address})"
-    try:
-        proc = subprocess.run(argv, env=env, capture_output=True, timeout=PUSH_TIMEOUT,
-                              stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.SubprocessError) as e:
-        raise DemoImageError(f"{where}: {e}") from None
-    if proc.returncode != 0:
-        lines = [ln for ln in proc.stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
-        last = lines[-1].strip() if lines else f"exit status {proc.returncode}"
-        match = re.search(r'msg="((?:[^"\\]|\\.)*)"', last)
-        if match:
-            last = match.group(1).replace('\\"', '"')
-        if password:
-            last = last.replace(password, "***")
-        raise DemoImageError(f"{where} failed: {last}")
 
 
 # --- command line ------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ import tarfile
 import tempfile
 import zlib
 from dataclasses import asdict, dataclass
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from fleet.lab.imagefiles import canonical_json as _json
 from fleet.lab.imagefiles import digest_of as _sha
@@ -600,10 +600,27 @@ def seed_registries(state_dir: str, registries: List[RegistryInfo]) -> List[Seed
 def _seed_locked(state_dir: str, seed_dir: str, registries: List[RegistryInfo]
                  ) -> List[SeedImage]:
     work_dir, images = _cached_build(seed_dir)
-    marker_path = os.path.join(seed_dir, "pushed.json")
-    marker = _read_json(marker_path, {})
+    push_images(state_dir, seed_dir, registries, images,
+                lambda image: source_ref(work_dir, image), SeedError)
+    return images
 
-    jobs = []
+
+def push_images(state_dir: str, push_dir: str, registries: List[RegistryInfo], images,
+                source: Callable[[Any], str], error: type = SeedError,
+                step: Optional[Callable[[str], None]] = None) -> int:
+    """Push ``images`` (each with repo, tag, ref, digest, media_type) with skopeo to every
+    registry that does not hold them yet; how many pushes ran.
+
+    ``source(image)`` is skopeo's source reference. ``PUSH_DIR/pushed.json`` records the
+    digests pushed per registry: an image recorded there whose tag is still in the
+    registry's storage is not pushed again. auth.json, certs.d and registries.conf for
+    skopeo live in ``push_dir`` too. A failure raises ``error`` naming the image and
+    registry (the pushes that succeeded are recorded first)."""
+    marker_path = os.path.join(push_dir, "pushed.json")
+    marker = _read_json(marker_path, {})
+    # One skopeo at a time per registry: distribution 2.8 can fail a manifest whose
+    # blob another client is uploading at that moment (images here share layers).
+    by_registry: Dict[str, list] = {}
     for reg in registries:
         record = marker.get(reg.name, {})
         if record.get("address") != reg.address:
@@ -613,42 +630,36 @@ def _seed_locked(state_dir: str, seed_dir: str, registries: List[RegistryInfo]
             if record.get("images", {}).get(image.ref) == image.digest and \
                     _tag_in_storage(storage, image):
                 continue
-            jobs.append((reg, image))
-    if not jobs:
-        return images
-
+            by_registry.setdefault(reg.name, []).append((reg, image))
+    if not by_registry:
+        return 0
     if shutil.which(SKOPEO) is None:
-        raise SeedError("skopeo not found (apt-get install skopeo)")
-    env = _skopeo_env(seed_dir)
+        raise error("skopeo not found (apt-get install skopeo)")
+    env = _skopeo_env(push_dir)
     password = ""
-    if any(reg.auth != "none" for reg, _ in jobs):
+    if any(reg.auth != "none" for queue in by_registry.values() for reg, _ in queue):
         user, password = load_credentials(state_dir)
-        _write_authfile(seed_dir, user, password, registries)
-    certs_dir = _write_certs_dir(seed_dir, registries)
-
-    # One skopeo at a time per registry: distribution 2.8 can fail a manifest whose
-    # blob another client is uploading at that moment (images here share layers).
-    by_registry = {}
-    for reg, image in jobs:
-        by_registry.setdefault(reg.name, []).append((reg, image))
+        _write_authfile(push_dir, user, password, registries)
+    certs_dir = _write_certs_dir(push_dir, registries)
 
     def push_all(queue):
         pushed = []
         for reg, image in queue:
+            if step is not None:
+                step(f"pushing {image.ref} to {reg.name} ({reg.address})")
             try:
-                _push(seed_dir, work_dir, reg, image, certs_dir, env, password)
-            except SeedError as e:
+                _push(push_dir, reg, image, source(image), certs_dir, env, password, error)
+            except error as e:
                 return pushed, e
             pushed.append((reg, image))
         return pushed, None
 
-    errors = []
-    done = []
+    errors, done = [], []
     with concurrent.futures.ThreadPoolExecutor(max_workers=len(by_registry)) as pool:
-        for pushed, error in pool.map(push_all, by_registry.values()):
+        for pushed, failure in pool.map(push_all, by_registry.values()):
             done.extend(pushed)
-            if error is not None:
-                errors.append(error)
+            if failure is not None:
+                errors.append(failure)
     for reg, image in done:
         entry = marker.setdefault(reg.name, {})
         if entry.get("address") != reg.address:
@@ -658,7 +669,7 @@ def _seed_locked(state_dir: str, seed_dir: str, registries: List[RegistryInfo]
     _write_json(marker_path, marker)
     if errors:
         raise errors[0]
-    return images
+    return len(done)
 
 
 def _cached_build(seed_dir: str) -> Tuple[str, List[SeedImage]]:
@@ -738,33 +749,34 @@ def _write_certs_dir(seed_dir: str, registries: List[RegistryInfo]) -> Optional[
     return certs
 
 
-def _push(seed_dir: str, work_dir: str, reg: RegistryInfo, image: SeedImage,
-          certs_dir: Optional[str], env: Dict[str, str], password: str) -> None:
+def _push(push_dir: str, reg: RegistryInfo, image, source: str, certs_dir: Optional[str],
+          env: Dict[str, str], password: str, error: type) -> None:
     argv = [SKOPEO, "--insecure-policy", "copy", "--quiet", "--preserve-digests"]
     if image.media_type == MT_OCI_INDEX:
         argv.append("--all")
     if reg.auth == "none":
         argv.append("--dest-no-creds")
     else:
-        argv += ["--dest-authfile", os.path.join(seed_dir, "auth.json")]
+        argv += ["--dest-authfile", os.path.join(push_dir, "auth.json")]
     if reg.tls:
         argv += ["--dest-cert-dir", certs_dir or "", "--dest-tls-verify=true"]
     else:
         argv.append("--dest-tls-verify=false")
-    argv += [source_ref(work_dir, image), f"docker://{reg.address}/{image.ref}"]
+    argv += [source, f"docker://{reg.address}/{image.ref}"]
+    where = f"pushing {image.ref} to {reg.name} ({reg.address})"
     try:
         proc = _run_skopeo(argv, env)
     except (OSError, subprocess.SubprocessError) as e:
-        raise SeedError(f"pushing {image.ref} to {reg.name} ({reg.address}): {e}") from None
+        raise error(f"{where}: {e}") from None
     if proc.returncode != 0:
         lines = [ln for ln in proc.stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
         last = lines[-1].strip() if lines else f"exit status {proc.returncode}"
-        match = re.search(r'level=\w+ msg="((?:[^"\\]|\\.)*)"', last)
+        match = re.search(r'msg="((?:[^"\\]|\\.)*)"', last)
         if match:  # skopeo's logrus line: keep the message only
             last = match.group(1).replace('\\"', '"')
         if password:
             last = last.replace(password, "***")
-        raise SeedError(f"pushing {image.ref} to {reg.name} ({reg.address}) failed: {last}")
+        raise error(f"{where} failed: {last}")
 
 
 def _run_skopeo(argv: List[str], env: Dict[str, str]) -> subprocess.CompletedProcess:

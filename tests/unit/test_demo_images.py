@@ -511,12 +511,15 @@ def test_push_once_per_registry_with_its_auth(tmp_path, monkeypatch):
         calls.append(argv)
         return subprocess.CompletedProcess(argv, 0, b"", b"")
 
-    monkeypatch.setattr(di.subprocess, "run", fake_run)
-    monkeypatch.setattr(di.shutil, "which", lambda name: "/usr/bin/" + name)
-    monkeypatch.setattr(di, "load_credentials", lambda state_dir: ("fleet", "pw"))
+    from fleet.lab import seed_images as si
+
+    monkeypatch.setattr(si.subprocess, "run", fake_run)
+    monkeypatch.setattr(si.shutil, "which", lambda name: "/usr/bin/" + name)
+    monkeypatch.setattr(si, "load_credentials", lambda state_dir: ("fleet", "pw"))
+    monkeypatch.setattr(di, "build_demo_images", lambda *args, **kwargs: images)
     demo = state / "demo"
-    demo.mkdir()
-    di._push_locked(str(state), str(demo), [plain, basic], images, lambda text: None)
+    steps = []
+    di.push_demo_images(str(state), [plain, basic], on_progress=steps.append)
     assert len(calls) == 6
     by_dest = {argv[-1]: argv for argv in calls}
     argv = by_dest["docker://10.9.0.1:5000/demo/web:latest"]
@@ -537,8 +540,9 @@ def test_push_once_per_registry_with_its_auth(tmp_path, monkeypatch):
             link.parent.mkdir(parents=True)
             link.write_text(image.digest)
     calls.clear()
-    di._push_locked(str(state), str(demo), [plain, basic], images, lambda text: None)
+    di.push_demo_images(str(state), [plain, basic], on_progress=steps.append)
     assert calls == []
+    assert steps[-1] == "demo images: already in plain, basic"
 
 
 class FakeBackends:
