@@ -69,3 +69,15 @@ def busybox_store(lab, lab_inventory, index):
         ssh_run(config, state.hosts[index].address,
                 f"rm -rf {store}; for c in /sys/fs/cgroup/*/{parent}; "
                 f"do [ -d $c ] && rmdir $c/* $c 2>/dev/null; done; true")
+
+
+@contextlib.contextmanager
+def busybox_session(lab, lab_inventory, index):
+    """busybox_store with an open payload session on that host: yields (session, store,
+    parent, image, tag) and closes the session before the store goes."""
+    with busybox_store(lab, lab_inventory, index) as (target, store, parent, image, tag):
+        session = Session.open(target)
+        try:
+            yield session, store, parent, image, tag
+        finally:
+            session.close()

@@ -7,9 +7,8 @@ import time
 
 import pytest
 
-from fleet.transport.session import Session
 from tests.integration.conftest import LAB_MARKS
-from tests.integration.helpers import busybox_store, ssh_run
+from tests.integration.helpers import busybox_session, ssh_run
 
 pytestmark = LAB_MARKS
 
@@ -17,12 +16,8 @@ pytestmark = LAB_MARKS
 @pytest.fixture
 def host(lab, lab_inventory):
     """A session on the second lab host, a store and a cgroup parent of this test's own."""
-    with busybox_store(lab, lab_inventory, 1) as (target, store, parent, image, _):
-        session = Session.open(target)
-        try:
-            yield session, store, parent, image
-        finally:
-            session.close()
+    with busybox_session(lab, lab_inventory, 1) as (session, store, parent, image, _):
+        yield session, store, parent, image
 
 
 def run(session, store, parent, image, command, **options):

@@ -5,9 +5,8 @@ import uuid
 
 import pytest
 
-from fleet.transport.session import Session
 from tests.integration.conftest import LAB_MARKS
-from tests.integration.helpers import busybox_store, ssh_run
+from tests.integration.helpers import busybox_session, ssh_run
 
 pytestmark = LAB_MARKS
 
@@ -15,12 +14,8 @@ pytestmark = LAB_MARKS
 @pytest.fixture
 def host(lab, lab_inventory):
     """A session on the second lab host, a store and cgroup parent of this test's own."""
-    with busybox_store(lab, lab_inventory, 1) as (target, store, parent, image, tag):
-        session = Session.open(target)
-        try:
-            yield session, store, parent, image, tag
-        finally:
-            session.close()
+    with busybox_session(lab, lab_inventory, 1) as (session, store, parent, image, tag):
+        yield session, store, parent, image, tag
 
 
 def test_networks_reach_within_and_not_across(lab, host):

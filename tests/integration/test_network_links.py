@@ -9,9 +9,8 @@ import urllib.request
 
 import pytest
 
-from fleet.transport.session import Session
 from tests.integration.conftest import LAB_MARKS
-from tests.integration.helpers import busybox_store, ssh_run
+from tests.integration.helpers import busybox_session, ssh_run
 
 pytestmark = LAB_MARKS
 SERVE = ("mkdir -p /www && echo {name}-here > /www/index.html && "
@@ -25,12 +24,8 @@ def _probe(address, port):
 
 @pytest.fixture
 def host(lab, lab_inventory):
-    with busybox_store(lab, lab_inventory, 2) as (target, store, parent, image, tag):
-        session = Session.open(target)
-        try:
-            yield session, store, parent, image, tag
-        finally:
-            session.close()
+    with busybox_session(lab, lab_inventory, 2) as (session, store, parent, image, tag):
+        yield session, store, parent, image, tag
 
 
 def _server(name, ports, **extra):
