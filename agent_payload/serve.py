@@ -258,3 +258,7 @@ def main(cache_state="cached", version=""):
         "uid": os.geteuid(),
     }
     Server(proto_in.read, proto_out, info).serve()
+    # The controller is gone and the requests are done: skip the interpreter's teardown
+    # (a millisecond or two of CPU on every host, on every run).
+    sys.stderr.flush()
+    os._exit(0)

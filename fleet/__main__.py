@@ -1,5 +1,5 @@
 """``python3 -m fleet`` runs the command line."""
 
-from fleet.cli import main
+from fleet.cli import run
 
-main()
+run()

@@ -2,21 +2,22 @@
 
 The content comes from the controller: ``src`` names a file there and ``content`` is
 literal text, and both are read by the controller, never on the host. The controller
-sends what it has as ``_checksum`` (sha256, hex) and ``_size`` (bytes), plus
-``_basename`` (the name of ``src``) when there is one. The host compares that with
-``dest`` and asks for the bytes only when they differ:
+sends what it has as ``_digests`` (its BLAKE2b-256, SHA-1 and SHA-256, hex; see
+digests.py) and ``_size`` (bytes), plus ``_basename`` (the name of ``src``) when there
+is one. The host compares that with ``dest`` and asks for the bytes only when they
+differ:
 
-1. ``dest`` already holds content with that size and sha256 (hashed in chunks): only
-   mode, owner and group are fixed; no content is asked for.
+1. ``dest`` already holds content with that size and BLAKE2b digest (hashed in chunks):
+   only mode, owner and group are fixed; no content is asked for.
 2. Otherwise, in check mode the task is changed and nothing is asked for.
 3. Otherwise the host sends a progress event ``{"need_content": true, "dest", "size"}``
    and reads the bytes from the request's input stream up to its EOF, into a temp file
-   next to ``dest`` (same filesystem), checking size and sha256 as they come. A mismatch
+   next to ``dest`` (same filesystem), checking size and digest as they come. A mismatch
    fails the task and removes the temp file, leaving ``dest`` as it was. Else the temp
    file gets its mode, owner and group, is validated, fsynced, and renamed over
    ``dest``. Large files go through in chunks and are never held in memory.
 
-Inline ``content`` without ``_checksum`` is also accepted (direct use; small texts).
+Inline ``content`` without ``_digests`` is also accepted (direct use; small texts).
 
 Options:
   src: the file on the controller (read there; accepted here for validation only).
@@ -40,7 +41,7 @@ Options:
       for its path (``visudo -cf %s``); a non-zero exit fails the task.
   checksum: the SHA1 the content must have (Ansible's transfer check).
   local_follow: whether the controller follows symlinks in src (controller side).
-  _checksum, _size, _basename: sent by the controller (see above).
+  _digests, _size, _basename: sent by the controller (see above).
 
 Check mode reports what would change and changes nothing. Diff mode, when the content
 changes, returns ``diff: {before_header, after_header, before, after}`` with the text
@@ -54,12 +55,11 @@ Returns dest, checksum (sha1, as Ansible), sha256, size, mode, owner, group, uid
 state and backup_file when a backup was made.
 """
 
-import hashlib
 import os
 import stat
 import time
 
-from agent_payload import jsonwire, syscalls
+from agent_payload import digests, jsonwire, syscalls
 from agent_payload.modules._fileattrs import (
     Failure,
     apply_attrs,
@@ -88,7 +88,7 @@ ARGUMENT_SPEC = {
     "validate": {"type": "str"},
     "checksum": {"type": "str"},
     "local_follow": {"type": "bool", "default": True},
-    "_checksum": {"type": "str"},
+    "_digests": {"type": "dict"},
     "_size": {"type": "int"},
     "_basename": {"type": "str"},
 }
@@ -97,29 +97,29 @@ CHUNK = 1024 * 1024
 DIFF_LIMIT = 64 * 1024  # bytes: larger content gets a summary in diffs
 READ_POLL = 1.0  # seconds between looks at the cancel flag while waiting for content
 IDLE_LIMIT = 300  # seconds without a chunk before giving up on the controller
-def _is_sha256(text):
-    return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
 
 
 class _Source:
-    """What the content should be: its sha256 and size, and the bytes when inline."""
+    """What the content should be: its digests and size, and the bytes when inline."""
 
-    def __init__(self, sha256, size, data=None):
-        self.sha256 = sha256
+    def __init__(self, hexdigests, size, data=None):
+        self.blake2b = hexdigests["blake2b"]
+        self.sha1 = hexdigests["sha1"]
+        self.sha256 = hexdigests["sha256"]
         self.size = size
         self.data = data
 
 
 def _source(params):
-    digest = params.get("_checksum")
-    if digest is not None:
-        digest = digest.strip().lower()
-        if not _is_sha256(digest):
-            raise Failure(f"_checksum for {params['dest']} is not a sha256 hex digest")
+    sent = params.get("_digests")
+    if sent is not None:
+        problem = digests.problem(sent)
+        if problem:
+            raise Failure(f"_digests for {params['dest']}: {problem}")
         size = params.get("_size")
         if size is not None and size < 0:
             raise Failure(f"_size for {params['dest']} is negative")
-        return _Source(digest, size)
+        return _Source(sent, size)
     content = params.get("content")
     if content is None:
         raise Failure(f"copy to {params['dest']} needs content (src is read by the "
@@ -127,21 +127,20 @@ def _source(params):
     if isinstance(content, (dict, list)):
         content = jsonwire.dumps(content)
     data = content if isinstance(content, bytes) else str(content).encode()
-    return _Source(hashlib.sha256(data).hexdigest(), len(data), data)
+    return _Source(digests.of_bytes(data), len(data), data)
 
 
 def _hash_file(path, ctx):
-    """(sha1, sha256) of a file, read in chunks; cancellable."""
-    sha1, sha256 = hashlib.sha1(), hashlib.sha256()
+    """The comparison digest of a file, read in chunks; cancellable."""
+    digest = digests.comparer()
     try:
         with open(path, "rb") as handle:
             for chunk in iter(lambda: handle.read(CHUNK), b""):
-                sha1.update(chunk)
-                sha256.update(chunk)
+                digest.update(chunk)
                 ctx.check_cancelled()
     except OSError as exc:
         raise Failure(f"cannot read {path}: {reason(exc)}") from None
-    return sha1.hexdigest(), sha256.hexdigest()
+    return digest.hexdigest()
 
 
 def _as_text(data):
@@ -235,8 +234,8 @@ def _chunks(ctx, source, dest):
 
 
 def _receive(ctx, source, dest, fd, keep):
-    """Write the content to ``fd``; return (sha1, sha256, size, bytes kept for a diff)."""
-    sha1, sha256 = hashlib.sha1(), hashlib.sha256()
+    """Write the content to ``fd``; return (its digest, size, bytes kept for a diff)."""
+    digest = digests.comparer()
     size = 0
     kept = bytearray() if keep else None
     for chunk in _chunks(ctx, source, dest):
@@ -244,14 +243,13 @@ def _receive(ctx, source, dest, fd, keep):
         if source.size is not None and size > source.size:
             raise Failure(f"content for {dest} is larger than the announced "
                           f"{source.size} bytes")
-        sha1.update(chunk)
-        sha256.update(chunk)
+        digest.update(chunk)
         if kept is not None and len(kept) <= DIFF_LIMIT:
             kept += chunk[:DIFF_LIMIT + 1 - len(kept)]
         view = memoryview(chunk)
         while view:
             view = view[os.write(fd, view):]
-    return sha1.hexdigest(), sha256.hexdigest(), size, None if kept is None else bytes(kept)
+    return digest.hexdigest(), size, None if kept is None else bytes(kept)
 
 
 def _validate(ctx, validate, tmp, dest):
@@ -288,14 +286,14 @@ def _write(ctx, params, source, dest, target, st, attrs, result):
     regular = st is not None and stat.S_ISREG(st.st_mode)
     try:
         try:
-            sha1, sha256, size, kept = _receive(ctx, source, dest, fd, ctx.diff_mode)
+            digest, size, kept = _receive(ctx, source, dest, fd, ctx.diff_mode)
             if source.size is not None and size != source.size:
                 raise Failure(f"content for {dest} is {size} bytes, "
                               f"expected {source.size}")
-            if sha256 != source.sha256:
-                raise Failure(f"checksum mismatch for {dest}: expected sha256 "
-                              f"{source.sha256}, got {sha256}")
-            _check_sha1(params, sha1, dest)
+            if digest != source.blake2b:
+                raise Failure(f"checksum mismatch for {dest}: expected blake2b "
+                              f"{source.blake2b}, got {digest}")
+            _check_sha1(params, source.sha1, dest)
             os.fchmod(fd, stat.S_IMODE(st.st_mode) if regular
                       else 0o666 & ~attrs["umask"])
             if regular:
@@ -333,7 +331,7 @@ def _write(ctx, params, source, dest, target, st, attrs, result):
                 os.unlink(tmp)
             except OSError:
                 pass
-    result.update(checksum=sha1, sha256=sha256, size=size)
+    result.update(checksum=source.sha1, sha256=source.sha256, size=size)
     return kept, attr_diff
 
 
@@ -399,15 +397,15 @@ def run(params, ctx):
         same = (st is not None and stat.S_ISREG(st.st_mode)
                 and (source.size is None or st.st_size == source.size))
         if same:
-            sha1, sha256 = _hash_file(target, ctx)
-            same = sha256 == source.sha256
+            same = _hash_file(target, ctx) == source.blake2b
         if same:
-            _check_sha1(params, sha1, dest)
+            _check_sha1(params, source.sha1, dest)
             diff = {}
             changed = apply_attrs(target, attrs["mode"], params.get("owner"),
                                   params.get("group"), ctx.check_mode, diff, warnings,
                                   attrs["umask"])
-            result.update(changed=changed, checksum=sha1, sha256=sha256, size=st.st_size)
+            result.update(changed=changed, checksum=source.sha1, sha256=source.sha256,
+                          size=st.st_size)
             result.update(_public(path_info(target)))
             if ctx.diff_mode and diff:
                 result["diff"] = diff

@@ -30,6 +30,5 @@ def run(args, actx):
         text = templating.render_text(handle.read(), actx.variables)
     content = Content(data=text.encode())
     params = {k: v for k, v in args.items() if k != "src" and v is not None}
-    params.update(_checksum=content.sha256, _size=content.size,
-                  _basename=os.path.basename(path))
+    params.update(content.copy_params(basename=os.path.basename(path)))
     return actx.remote("copy", params, content)

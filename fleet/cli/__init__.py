@@ -4,7 +4,11 @@ Sub-commands are imported only when invoked, so ``fleet ping`` pays for paramiko
 not for the playbook engine, and ``fleet --help`` stays instant.
 """
 
+import atexit
 import importlib
+import os
+import sys
+import threading
 
 import click
 
@@ -90,3 +94,36 @@ def main():
       fleet lab up --hosts 3
       fleet ping -i /var/lib/fleet-lab/inventory.ini
     """
+
+
+def run():
+    """The ``fleet`` console script: run the command, then leave without the teardown.
+
+    A finished command has nothing left to do but exit, and the interpreter's own
+    teardown (freeing every module and object, paramiko's among them) took about 60 ms
+    after a 32-host apply. So once the command's result is out: join the remaining
+    non-daemon threads, run the atexit handlers, flush the standard streams and exit at
+    once. A crash still goes through the normal path, traceback and all.
+    """
+    try:
+        main()  # click's standalone mode always ends in SystemExit
+    except SystemExit as exc:
+        code = exc.code
+    else:
+        code = 0
+    if code is None:
+        code = 0
+    elif not isinstance(code, int):
+        print(code, file=sys.stderr)
+        code = 1
+    current = threading.current_thread()
+    for thread in threading.enumerate():
+        if thread is not current and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more can be said there
+            pass
+    os._exit(code)

@@ -270,9 +270,7 @@ def _copy_source(ctx, args):
         content = Content(data=value.encode())
     else:
         raise argspec.ArgumentError("copy needs src or content")
-    params.update(_checksum=content.sha256, _size=content.size)
-    if content.basename:
-        params["_basename"] = content.basename
+    params.update(content.copy_params())
     return params, content
 
 

@@ -12,6 +12,7 @@ import uuid
 
 import pytest
 
+from agent_payload import digests
 from fleet.transport.session import Session
 from tests.integration.conftest import LAB_MARKS
 from tests.integration.helpers import lab_targets, ssh_run
@@ -56,8 +57,7 @@ def copy(session, params, data, check=False, diff=False):
 
 
 def copy_params(dest, data, **extra):
-    return dict(dest=dest, _checksum=hashlib.sha256(data).hexdigest(), _size=len(data),
-                **extra)
+    return dict(dest=dest, _digests=digests.of_bytes(data), _size=len(data), **extra)
 
 
 def remote(session, *argv):

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from agent_payload import serve
+from agent_payload import digests, serve
 
 
 class FakeCtx:
@@ -58,8 +58,7 @@ def chunked(data, size=64 * 1024):
 
 def copy_params(dest, data, **extra):
     """copy's params as the controller sends them for ``data``."""
-    params = {"dest": str(dest), "_checksum": hashlib.sha256(data).hexdigest(),
-              "_size": len(data)}
+    params = {"dest": str(dest), "_digests": digests.of_bytes(data), "_size": len(data)}
     params.update(extra)
     return params
 

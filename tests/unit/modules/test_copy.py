@@ -291,8 +291,8 @@ ERRORS = [
     (lambda t: copy_params(t / "f", TEXT, checksum="0" * 40), TEXT,
      "Copied file does not match the expected checksum for {t}/f"),
     (lambda t: copy_params(t / "f", TEXT, validate="true"), TEXT, "validate must contain %s"),
-    (lambda t: dict(copy_params(t / "f", TEXT), _checksum="abc"), TEXT,
-     "_checksum for {t}/f is not a sha256"),
+    (lambda t: dict(copy_params(t / "f", TEXT), _digests={"sha1": "abc"}), TEXT,
+     "_digests for {t}/f: must map blake2b, sha1 and sha256"),
     (lambda t: {"dest": str(t / "f")}, TEXT, "copy to {t}/f needs content"),
     (lambda t: {"content": "x"}, TEXT, "missing required parameter 'dest'"),
 ]

@@ -20,11 +20,11 @@ def test_every_option_and_alias_is_documented(name):
         assert option in doc, option
         for alias in spec.get("aliases", ()):
             assert alias in doc, alias
-        assert spec.get("type", "str") in ("str", "int", "bool", "list", "path", "raw")
+        assert spec.get("type", "str") in ("str", "int", "bool", "list", "dict", "path", "raw")
 
 
 @pytest.mark.parametrize("name, hidden, kept", [
-    ("copy", {"_checksum", "_size", "_basename"}, {"src", "content", "dest"}),
+    ("copy", {"_digests", "_size", "_basename"}, {"src", "content", "dest"}),
     ("command", set(), {"_raw_params", "argv", "creates"}),
     ("shell", set(), {"_raw_params", "executable"}),
     ("file", set(), {"path", "state", "src"}),

@@ -32,7 +32,7 @@ FAKE_SPECS = {
         "mode": {"type": "raw"},
         "force": {"type": "bool", "default": True, "aliases": ["thirsty"]},
         "backup": {"type": "bool", "default": False},
-        "_checksum": {"type": "str"},
+        "_digests": {"type": "dict"},
     },
     "file": {
         "path": {"type": "path", "required": True, "aliases": ["dest", "name"]},

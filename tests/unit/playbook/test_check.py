@@ -79,8 +79,8 @@ ERROR_CASES = [
         "site.yml:5: copy: force: 'sometimes' is not a boolean",
     ),
     (
-        "- copy: {dest: /b, _checksum: abc}",
-        "site.yml:3: copy: unsupported parameter '_checksum' (supported: backup, content, dest, "
+        "- copy: {dest: /b, _digests: abc}",
+        "site.yml:3: copy: unsupported parameter '_digests' (supported: backup, content, dest, "
         "force, mode, src)",
     ),
     (
