@@ -33,11 +33,16 @@ class ProtocolError(Exception):
     """The peer sent something that is not a valid frame."""
 
 
+def header(kind, req_id, length):
+    """Return the header of a frame whose body is ``length`` bytes."""
+    if length > MAX_BODY:
+        raise ProtocolError(f"frame body of {length} bytes exceeds {MAX_BODY}")
+    return HEADER.pack(length, kind, req_id)
+
+
 def encode(kind, req_id, body=b""):
     """Return the bytes of one frame."""
-    if len(body) > MAX_BODY:
-        raise ProtocolError(f"frame body of {len(body)} bytes exceeds {MAX_BODY}")
-    return HEADER.pack(len(body), kind, req_id) + body
+    return header(kind, req_id, len(body)) + body
 
 
 def encode_msg(req_id, obj):

@@ -1,11 +1,14 @@
 """File content the controller ships to hosts (copy's src or content, template output):
-hashed once, streamed in chunks on request, never held whole for a file on disk."""
+hashed once, streamed in chunks on request. A file on disk is held in memory only when
+it is small (then it is read once for every host); a larger one is read again for each
+host that asks for it, never held whole."""
 
 import os
 
 from agent_payload import digests
 
 CHUNK = 1024 * 1024
+KEEP_LIMIT = 4 * 1024 * 1024  # bytes: files up to this size are read once per run
 
 
 class Content:
@@ -16,12 +19,16 @@ class Content:
         self.data = data
         hashes = digests.Digests()
         if path is not None:
-            size = 0
+            size, kept = 0, []
             with open(path, "rb") as handle:
                 for chunk in iter(lambda: handle.read(CHUNK), b""):
                     hashes.update(chunk)
                     size += len(chunk)
+                    if size <= KEEP_LIMIT:
+                        kept.append(chunk)
             self.size = size
+            if size <= KEEP_LIMIT:
+                self.data = b"".join(kept)
         else:
             hashes.update(data)
             self.size = len(data)
@@ -41,9 +48,10 @@ class Content:
 
     def chunks(self):
         """The content in chunks of at most CHUNK bytes."""
-        if self.path is None:
-            for start in range(0, len(self.data), CHUNK):
-                yield self.data[start:start + CHUNK]
+        if self.data is not None:
+            view = memoryview(self.data)
+            for start in range(0, len(view), CHUNK):
+                yield view[start:start + CHUNK]
             return
         with open(self.path, "rb") as handle:
             yield from iter(lambda: handle.read(CHUNK), b"")

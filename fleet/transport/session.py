@@ -75,8 +75,8 @@ class Request:
         """Send bytes on this request's input stream."""
         view = memoryview(data)
         for start in range(0, len(view), protocol.MAX_BODY):
-            self.session._send(protocol.encode(protocol.DATA, self.id,
-                                               bytes(view[start:start + protocol.MAX_BODY])))
+            body = view[start:start + protocol.MAX_BODY]
+            self.session._send(protocol.header(protocol.DATA, self.id, len(body)), body)
 
     def send_eof(self):
         """End this request's input stream."""
@@ -186,17 +186,21 @@ class Session:
             self.transport.close()
             raise error
 
-    def _send(self, frame):
-        # Channel.sendall re-slices the whole remaining bytes after every packet, which
-        # for a 1 MiB frame copies about 16 MiB; a view copies each packet's bytes once.
-        view = memoryview(frame)
+    def _send(self, *parts):
+        """Send ``parts`` (a frame, or a header and its body) back to back.
+
+        Channel.sendall re-slices the whole remaining bytes after every packet, which for
+        a 1 MiB frame copies about 16 MiB; a view copies each packet's bytes once. A DATA
+        body is sent from the caller's buffer, never joined to its header first."""
         with self._send_lock:
             try:
-                while view:
-                    sent = self.channel.send(view[:SEND_SLICE].tobytes())
-                    if not sent:  # paramiko's answer once the channel is closing
-                        raise OSError("channel closed")
-                    view = view[sent:]
+                for part in parts:
+                    view = memoryview(part)
+                    while view:
+                        sent = self.channel.send(view[:SEND_SLICE].tobytes())
+                        if not sent:  # paramiko's answer once the channel is closing
+                            raise OSError("channel closed")
+                        view = view[sent:]
             except (OSError, EOFError) as exc:
                 raise ssh.TransportError(f"connection to {self.target.host} lost: {exc}") from None
 

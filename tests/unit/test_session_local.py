@@ -4,6 +4,7 @@ A small channel class gives the subprocess's pipes the paramiko Channel methods 
 Session and _handshake use, so the whole controller side runs without SSH.
 """
 
+import io
 import os
 import signal
 import socket
@@ -14,10 +15,11 @@ import time
 
 import pytest
 
+from agent_payload import protocol
 from fleet.transport import session as session_mod
 from fleet.transport import ssh
 from fleet.transport.payload import BOOTSTRAP, Payload, current_payload
-from fleet.transport.session import RequestError, Session
+from fleet.transport.session import Request, RequestError, Session
 
 WAIT = 10
 
@@ -422,3 +424,15 @@ def test_send_on_a_closing_channel_is_a_lost_connection():
     channel = _SlicingChannel(5000, 10_000)
     with pytest.raises(ssh.TransportError, match="connection to h lost"):
         _bare_session(channel)._send(os.urandom(50_000))
+
+
+def test_a_data_frame_goes_out_as_header_then_body_unjoined():
+    session = _bare_session(_SlicingChannel(7000, 10 ** 7))
+    data = os.urandom(protocol.MAX_BODY + 12345)
+    Request(session, 5).send_data(memoryview(data))
+    got = bytes(session.channel.got)
+    first = protocol.MAX_BODY + protocol.HEADER.size
+    assert protocol.read_frame(io.BytesIO(got[:first]).read) == (
+        protocol.DATA, 5, data[:protocol.MAX_BODY])
+    assert protocol.read_frame(io.BytesIO(got[first:]).read) == (
+        protocol.DATA, 5, data[protocol.MAX_BODY:])
