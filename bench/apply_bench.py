@@ -3,7 +3,8 @@
 Workloads (bench/workloads/): (a) ten `command: true` tasks with changed_when false,
 (b) copy a 1 MiB random file and set its mode, (c) a directory and a template in it.
 Each tool runs each workload twice (the first run makes the changes, the second must
-change nothing); every command is timed as a whole process. ansible runs with
+change nothing); every command is timed as a whole process, started when the machine is
+quiet (see run). ansible runs with
 pipelining and ControlPersist on, gather_facts false, forks = hosts; pyinfra with
 --parallel = hosts. Appends a section to bench/RESULTS.md.
 
@@ -34,12 +35,19 @@ from ping_bench import (  # noqa: E402
     ssh_floor_command,
     write_inventory,
 )
+from quiet import wait_quiet  # noqa: E402
 from results import replace_section  # noqa: E402
 
 WORKLOADS = ("a_commands", "b_copy", "c_template")
 
 
+# Before each timed command: wait (at most QUIET_WAIT s) for QUIET_WINDOW s in which the
+# CPUs are less than QUIET busy, so no run pays for what the one before left running.
+QUIET, QUIET_WINDOW, QUIET_WAIT = 0.1, 0.5, 10.0
+
+
 def run(argv, env, check_output=None):
+    wait_quiet(QUIET, QUIET_WAIT, QUIET_WINDOW)
     started = time.perf_counter()
     proc = subprocess.run(argv, env=env, capture_output=True, text=True)
     elapsed = time.perf_counter() - started
@@ -151,7 +159,8 @@ def write_results(timings, tools, args):
         f"## fleet apply vs ansible-playbook vs pyinfra, {args.hosts} hosts "
         f"({datetime.date.today()}, `python3 bench/apply_bench.py`)",
         "",
-        f"Median of {args.runs} runs, seconds, each command timed as a whole process; "
+        f"Median of {args.runs} runs, seconds, each command timed as a whole process, "
+        f"started once the CPUs were less than {QUIET:.0%} busy for {QUIET_WINDOW} s; "
         "first run / second run (the second changes nothing).",
         "",
         "| workload | " + " | ".join(tools) + " | paramiko floor | OpenSSH floor |",

@@ -56,7 +56,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -64,6 +63,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 from ping_bench import LAB, bench_lab, fleet_bin, lab_hosts, precompile  # noqa: E402
+from quiet import wait_quiet  # noqa: E402
 from results import replace_section  # noqa: E402
 
 SERVER, CLIENT = "lab01", "lab02"
@@ -161,31 +161,6 @@ def checked(result, what):
     if result.get("failed"):
         raise SystemExit(f"{what} failed: {result.get('msg') or result}")
     return result
-
-
-def cpu_times():
-    """(busy, total) jiffies of all CPUs since boot, from /proc/stat."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = values[3] + values[4]  # idle, iowait
-    return sum(values) - idle, sum(values)
-
-
-def busy_during(seconds):
-    """The fraction of this machine's CPU time that was busy over ``seconds``."""
-    busy, total = cpu_times()
-    time.sleep(seconds)
-    busy_after, total_after = cpu_times()
-    return (busy_after - busy) / max(1, total_after - total)
-
-
-def wait_quiet(threshold, patience):
-    """Wait (at most ``patience`` seconds) for a 2 s stretch in which this machine's CPUs
-    are busy less than ``threshold``; return the last stretch's busy fraction."""
-    deadline = time.monotonic() + patience
-    while True:
-        busy = busy_during(2.0)
-        if busy < threshold or time.monotonic() >= deadline:
-            return busy
 
 
 def set_tw_reuse(values):
