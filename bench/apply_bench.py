@@ -176,8 +176,38 @@ def write_results(timings, tools, args):
                          f"{statistics.median(p[1] for p in pairs):.2f}")
         lines.append(f"| {workload} | " + " | ".join(cells)
                      + f" | {floor['paramiko floor']:.2f} | {floor['OpenSSH floor']:.2f} |")
+    lines += _bars(timings, tools, floor["paramiko floor"])
     print("\n".join(lines))
     replace_section("## fleet apply", lines)
+
+
+# The issue's bars: how many times faster than fleet each tool must be at least (or, for
+# the floor, how many times slower fleet may be at most).
+BARS = {"pyinfra": 1.5, "ansible": 10.0}
+FLOOR_BAR = 1.5
+
+
+def _bars(timings, tools, floor):
+    """One line per workload: the worst ratio against each bar, first and second run."""
+    lines = ["", "Against the bars (worst of first and second run):", ""]
+    for workload in WORKLOADS:
+        fleet = [statistics.median(p[i] for p in timings[(workload, "fleet")])
+                 for i in (0, 1)] if "fleet" in tools else None
+        if not fleet:
+            continue
+        parts = []
+        for tool, bar in BARS.items():
+            if tool in tools:
+                other = [statistics.median(p[i] for p in timings[(workload, tool)])
+                         for i in (0, 1)]
+                worst = min(o / f for o, f in zip(other, fleet))
+                parts.append(f"{tool} / fleet {worst:.2f}x (bar {bar:g}x: "
+                             f"{'met' if worst >= bar else 'not met'})")
+        worst = max(fleet) / floor
+        parts.append(f"fleet / paramiko floor {worst:.2f}x (bar {FLOOR_BAR:g}x: "
+                     f"{'met' if worst <= FLOOR_BAR else 'not met'})")
+        lines.append(f"- {workload}: " + "; ".join(parts) + ".")
+    return lines
 
 
 if __name__ == "__main__":
