@@ -1,4 +1,6 @@
-"""Content digests for copy: one to compare on the host, two to report.
+"""Digests without OpenSSL's start-up: copy's content digests, and small SHA-256 names.
+
+Content digests for copy: one to compare on the host, two to report.
 
 The controller hashes a file it ships once, in one pass, into all three: ``blake2b``
 (BLAKE2b-256), which the host compares with ``dest``; ``sha1`` (Ansible's ``checksum``)
@@ -56,3 +58,16 @@ def problem(digests):
                 or value.strip("0123456789abcdef")):
             return f"{name} is not a lowercase hex {name} digest"
     return None
+
+
+def sha256_hex(data):
+    """The SHA-256 hex digest of small ``data`` (names, ids) from CPython's built-in
+    implementation, which, unlike hashlib's, needs no OpenSSL start-up."""
+    try:
+        from _sha256 import sha256  # CPython up to 3.11
+    except ImportError:
+        try:
+            from _sha2 import sha256  # 3.12 on
+        except ImportError:
+            from hashlib import sha256
+    return sha256(data).hexdigest()

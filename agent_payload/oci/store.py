@@ -41,16 +41,16 @@ its layers (``in_use``). Container code writes its record under ``lock()`` too.
 import contextlib
 import errno
 import fcntl
-import hashlib
-import json
 import os
 import re
-import shutil
 import stat
 import sys
-import tempfile
 
-from agent_payload import syscalls
+from agent_payload import jsonwire, syscalls
+
+# hashlib, json, shutil and tempfile are imported where a pull, a removal or a record
+# write needs them: creating a container from a stored image needs none of them, and
+# importing them cost every such payload a few milliseconds of CPU.
 
 DEFAULT_ROOT = "/var/lib/fleet"
 _HEX = re.compile(r"^[0-9a-f]{64}$")
@@ -82,6 +82,8 @@ def remove_tree(path):
         func(failed)
 
     if os.path.isdir(path) and not os.path.islink(path):
+        import shutil
+
         # onerror is deprecated from 3.12 on, onexc does not exist before it
         key = "onexc" if sys.version_info >= (3, 12) else "onerror"
         shutil.rmtree(path, **{key: onerror})
@@ -99,15 +101,18 @@ class BlobFile:
     """
 
     def __init__(self, fileobj, name):
+        import hashlib
+
+        self._sha256 = hashlib.sha256
         self._f = fileobj
         self.name = name
-        self.hash = hashlib.sha256()
+        self.hash = self._sha256()
         self.size = 0
         self._rehash()  # what an earlier, interrupted download left
 
     def _rehash(self):
         """Hash the file's content from 0 to its end (and leave the position there)."""
-        self.hash = hashlib.sha256()
+        self.hash = self._sha256()
         self.size = 0
         self._f.seek(0)
         while True:
@@ -266,6 +271,8 @@ class Store:
         final = self.layer_path(chain_id)
         if os.path.isdir(final):
             return final
+        import tempfile
+
         tmp = tempfile.mkdtemp(prefix="layer-", dir=self.tmp_dir)
         try:
             os.chmod(tmp, 0o755)
@@ -327,7 +334,7 @@ class Store:
             path = os.path.join(self.containers_dir, name, "config.json")
             try:
                 with open(path, "rb") as f:
-                    record = json.loads(f.read().decode("utf-8"))
+                    record = jsonwire.loads(f.read().decode("utf-8"))
             except (FileNotFoundError, NotADirectoryError):
                 continue
             except OSError as e:
@@ -373,6 +380,9 @@ class Store:
         self._write_record(path, record)
 
     def _write_record(self, path, record):
+        import json
+        import tempfile
+
         data = json.dumps(record, sort_keys=True, indent=1).encode("utf-8")
         fd, tmp = tempfile.mkstemp(prefix="image-", dir=self.tmp_dir)
         try:
@@ -393,7 +403,7 @@ class Store:
         path = self._image_file(image_id)
         try:
             with open(path, "rb") as f:
-                return json.loads(f.read().decode("utf-8"))
+                return jsonwire.loads(f.read().decode("utf-8"))
         except FileNotFoundError:
             raise StoreError(f"no image {image_id}") from None
         except ValueError as e:
@@ -481,6 +491,8 @@ class Store:
             if chain in layers or (_HEX.match(name) and self.in_use(chain)):
                 continue
             # vanish atomically first, then delete at leisure
+            import tempfile
+
             doomed = tempfile.mkdtemp(prefix="gc-", dir=self.tmp_dir)
             os.rename(os.path.join(self.layers_dir, name), os.path.join(doomed, name))
             remove_tree(doomed)

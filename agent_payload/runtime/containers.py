@@ -10,7 +10,6 @@ whose PID 1 is gone too marks it exited, its code unknown (-1).
 """
 
 import os
-import shutil
 import signal
 import time
 
@@ -201,6 +200,8 @@ def _discard(directory, plan, store=None):
         except cgroups.CgroupError:
             pass
     runner.remove_anonymous_volumes(plan)
+    import shutil  # only a removal needs it
+
     shutil.rmtree(directory, ignore_errors=True)
 
 

@@ -18,8 +18,8 @@ it is found and removed; a change of several rules is one iptables-restore or nf
 """
 
 import os
-import shutil
-import subprocess
+
+from agent_payload import tools
 
 FORWARD, PREROUTING, OUTPUT, POSTROUTING = "forward", "prerouting", "output", "postrouting"
 _IPT_CHAINS = {FORWARD: ("filter", "FORWARD", "FLEET-FORWARD"),
@@ -44,13 +44,13 @@ def backend():
     if chosen:
         return None if chosen == "none" else chosen
     for tool in ("iptables", "nft"):
-        if shutil.which(tool):
+        if tools.which(tool):
             return tool
     return None
 
 
 def _run(argv, stdin=None):
-    return subprocess.run(argv, input=stdin, capture_output=True, text=True)
+    return tools.run(argv, stdin)
 
 
 # --- rendering -------------------------------------------------------------------------

@@ -26,12 +26,11 @@ STORE/networks/.ports.json records which container holds which host port.
 """
 
 import fcntl
-import hashlib
 import ipaddress
 import os
-import shutil
-import subprocess
 
+from agent_payload import tools
+from agent_payload.digests import sha256_hex as _sha256_hex
 from agent_payload.jsonfile import read_json, write_json
 from agent_payload.oci.store import DEFAULT_ROOT
 from agent_payload.runtime import firewall, proxy
@@ -51,11 +50,11 @@ class NetworkError(Exception):
 def _ip(*args, check=True, commands=None):
     """Run ``ip ARGS`` (``commands``: lines for ``ip ARGS -batch -``, several commands in
     one process, as each costs ~3 ms); NetworkError with its message when it fails."""
-    if shutil.which("ip") is None:
+    if tools.which("ip") is None:
         raise NetworkError("networks need iproute2's ip command (Debian/Ubuntu: iproute2)")
     if commands is not None:
         args += ("-batch", "-")
-    proc = subprocess.run(["ip", *args], input=commands, capture_output=True, text=True)
+    proc = tools.run(["ip", *args], commands)
     if check and proc.returncode != 0:
         raise NetworkError(f"ip {' '.join(args)}: {proc.stderr.strip() or proc.returncode}")
     return proc
@@ -100,7 +99,7 @@ def _device(name, store_root=DEFAULT_ROOT):
         key = name
     else:
         key = f"{store_root}\0{name}"
-    return "fl-" + hashlib.sha256(key.encode()).hexdigest()[:10]  # 13 of 15 chars
+    return "fl-" + _sha256_hex(key.encode())[:10]  # 13 of 15 chars
 
 
 def get(store, name):
@@ -182,7 +181,7 @@ def _bridge_filtering():
     """Traffic between ports of one bridge through the packet filter (br_netfilter), so
     that icc false can hold."""
     if not os.path.exists("/proc/sys/net/bridge"):
-        subprocess.run(["modprobe", "br_netfilter"], capture_output=True)
+        tools.run(["modprobe", "br_netfilter"])
     if not os.path.exists("/proc/sys/net/bridge"):
         raise NetworkError("icc false needs the kernel module br_netfilter "
                            "(modprobe br_netfilter)")
@@ -242,7 +241,7 @@ def ensure(store, name=DEFAULT_NETWORK, subnet=None, masquerade=True, icc=True,
                 if routed.overlaps(network):
                     raise NetworkError(f"network {name}: subnet {chosen} overlaps {routed}, "
                                        f"in use on this host (dev {device})")
-            record = {"name": name, "id": hashlib.sha256(os.urandom(32)).hexdigest(),
+            record = {"name": name, "id": _sha256_hex(os.urandom(32)),
                       "subnet": str(network), "gateway": str(next(network.hosts())),
                       "bridge": _device(name, store.root), "masquerade": bool(masquerade),
                       "icc": bool(icc), "userland_proxy": bool(userland_proxy),

@@ -12,10 +12,8 @@ Detached containers and their supervision are not here yet: this is what `fleet 
 --rm` and the tests of isolation need.
 """
 
-import json
 import os
 import select
-import shutil
 import stat
 import sys
 
@@ -212,7 +210,7 @@ def prepare_volumes(plan):
 def remove_anonymous_volumes(plan):
     for mount in plan["mounts"]:
         if mount.get("anonymous"):
-            shutil.rmtree(os.path.dirname(mount["source"]), ignore_errors=True)
+            _rmtree(os.path.dirname(mount["source"]), ignore_errors=True)
 
 
 def write_dir(plan, host_resolv="/etc/resolv.conf"):
@@ -238,7 +236,7 @@ def write_dir(plan, host_resolv="/etc/resolv.conf"):
         with open(os.path.join(directory, "config.json"), "w") as handle:
             handle.write(jsonwire.dumps(plan))
     except BaseException:
-        shutil.rmtree(directory, ignore_errors=True)
+        _rmtree(directory, ignore_errors=True)
         raise
     return directory
 
@@ -272,7 +270,7 @@ def _spawn(plan, cgroup, terminal=None):
     for fd in (plan_r, events_w, out_w, err_w):
         if fd is not None:
             os.close(fd)
-    data = json.dumps(plan).encode()
+    data = jsonwire.dumps(plan).encode()
     view = memoryview(data)
     while view:
         view = view[os.write(plan_w, view):]
@@ -296,7 +294,8 @@ def _collect(events_r, out_r, err_r):
                 os.close(fd)
             elif len(buffers[fd]) < OUTPUT_LIMIT:
                 buffers[fd] += chunk
-    events = [json.loads(line) for line in bytes(buffers[events_r]).splitlines() if line]
+    events = [jsonwire.loads(line.decode()) for line in bytes(buffers[events_r]).splitlines()
+              if line]
     return events, bytes(buffers[out_r]), bytes(buffers[err_r])
 
 
@@ -344,7 +343,7 @@ def run(store_root, image, options, on_terminal=None):
             except cgroups.CgroupError:
                 pass
         if options.get("rm", True):
-            shutil.rmtree(directory, ignore_errors=True)
+            _rmtree(directory, ignore_errors=True)
             remove_anonymous_volumes(plan)
     return dict(outcome, id=container_id, rc=code, oom_killed=oom)
 
@@ -411,3 +410,9 @@ def start_exec_on_terminal(store, config, pid, options, terminal):
     launcher, events_r, _, _ = _spawn(exec_plan(store, config, pid, dict(options, tty=True)),
                                       _cgroup_of(config), terminal)
     return launcher, events_r
+
+
+def _rmtree(path, ignore_errors=False):
+    import shutil  # only removals need it; a payload that creates never imports it
+
+    shutil.rmtree(path, ignore_errors=ignore_errors)

@@ -7,7 +7,6 @@ container and go with it.
 """
 
 import os
-import shutil
 
 from agent_payload.runtime import containers, records, spec
 from agent_payload.runtime.run import VOLUME_LABELS, volume_path
@@ -69,6 +68,8 @@ def remove(store, name, force=False):
     using = users(store, name)
     if using and not force:
         raise VolumeError(f"volume {name} is in use by {', '.join(using)} (force removes it)")
+    import shutil  # only a removal needs it
+
     shutil.rmtree(os.path.dirname(data_path(store, name)))
     return True
 
