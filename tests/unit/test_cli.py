@@ -341,3 +341,22 @@ def test_rmi_text_shows_why_an_image_was_kept(run, inventory, removals):
     assert result.stdout.splitlines()[1].split() == [
         "db1", "changed", "a" * 12, "untagged", "busybox:latest;", "image", "sha256:aaa",
         "kept", "for", "container", "web-1"]
+
+
+def test_the_console_script_exits_with_the_commands_code(tmp_path):
+    # fleet.cli.run leaves through os._exit: the code, the output and the atexit
+    # handlers must all survive that.
+    import subprocess
+    import sys
+    ok = subprocess.run([sys.executable, "-m", "fleet", "--version"], capture_output=True,
+                        text=True)
+    assert ok.returncode == 0 and "fleet" in ok.stdout
+    missing = tmp_path / "missing.yml"
+    bad = subprocess.run([sys.executable, "-m", "fleet", "apply", str(missing), "-i",
+                          str(tmp_path / "hosts")], capture_output=True, text=True)
+    assert bad.returncode != 0 and str(missing) in bad.stderr
+    script = ("import atexit, sys; from fleet.cli import run; "
+              "atexit.register(lambda: print('atexit ran', flush=True)); "
+              "sys.argv = ['fleet', '--version']; run()")
+    handled = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert handled.returncode == 0 and handled.stdout.endswith("atexit ran\n")
