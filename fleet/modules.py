@@ -46,6 +46,12 @@ def known_names():
     return sorted(set(MODULE_NAMES) | set(CONTROLLER_ACTIONS))
 
 
+def touches_hosts(name):
+    """Whether the action ``name`` does anything on a host (template ships its output
+    with copy; debug, assert and set_fact stay on the controller)."""
+    return name not in ("debug", "assert", "set_fact")
+
+
 def action(name):
     """The Action for a canonical name."""
     if name in CONTROLLER_ACTIONS:

@@ -41,9 +41,9 @@ _SPAWN = ("import sys; sys.path.insert(0, sys.argv[1]); "
 def socket_path(version, store_root):
     """Where the monitor of payload ``version`` for the store at ``store_root`` listens
     (one per store: a host has one; tests that use stores of their own get their own)."""
-    import hashlib
+    from agent_payload.digests import sha256_hex
 
-    store = hashlib.sha256(os.path.abspath(store_root).encode()).hexdigest()[:8]
+    store = sha256_hex(os.path.abspath(store_root).encode())[:8]
     return os.path.join(RUN_DIR, f"monitor-{version or 'dev'}-{store}.sock")
 
 

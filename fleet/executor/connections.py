@@ -1,6 +1,8 @@
 """The payload sessions of a run: one per host (and per become user), opened on first
-use (by the task threads, so in parallel) and kept for every later task and play."""
+use (by the task threads, so in parallel) or ahead of it (``prefetch``, at the start of
+a play), and kept for every later task and play."""
 
+import queue
 import threading
 from dataclasses import replace
 
@@ -20,6 +22,7 @@ class Connections:
         self._targets = {}
         self._opening = {}  # key -> Event set when the thread opening it is done
         self._lock = threading.Lock()
+        self._closed = False
 
     def _key(self, host, become, become_user):
         target = self._targets.get(host)
@@ -68,9 +71,41 @@ class Connections:
                 self._opening.pop(key).set()  # waiters see the error, or try themselves
             raise
         with self._lock:
-            self._sessions[key] = session
+            closed = self._closed
+            if not closed:
+                self._sessions[key] = session
+            else:
+                self._errors[key] = "the run is over"
             self._opening.pop(key).set()
+        if closed:  # a prefetch that finished after close(): nobody will use it
+            session.close()
+            raise TransportError(f"{target.host}: the run is over")
         return session
+
+    def prefetch(self, hosts, become=None, become_user=None, limit=32):
+        """Start opening the sessions of ``hosts`` in the background, ``limit`` at a time,
+        and return at once. A play's first task may run on one host only (a database
+        before the web tier): the other hosts' connections and payload start-ups then
+        overlap it instead of following it. A failure is remembered and reported by the
+        ``get`` of the first task that needs the host, as without prefetch; a host no task
+        needs is never reported."""
+        waiting = queue.SimpleQueue()
+        for host in hosts:
+            waiting.put(host)
+        for _ in range(max(1, min(limit, len(hosts)))):
+            threading.Thread(target=self._prefetch, args=(waiting, become, become_user),
+                             daemon=True, name="fleet-prefetch").start()
+
+    def _prefetch(self, waiting, become, become_user):
+        while not self._closed:
+            try:
+                host = waiting.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                self.get(host, become, become_user)
+            except Exception:  # remembered (TransportError), or raised again by get()
+                pass
 
     def drop(self, host, reason):
         """Forget every session of ``host`` (it became unreachable)."""
@@ -80,8 +115,10 @@ class Connections:
                 self._errors[key] = reason
 
     def close(self):
-        """Close every session (each payload exits when its channel closes)."""
+        """Close every session (each payload exits when its channel closes); a session a
+        prefetch opens later is closed as soon as it is open."""
         with self._lock:
+            self._closed = True
             sessions = list(self._sessions.values())
             self._sessions.clear()
         for session in sessions:

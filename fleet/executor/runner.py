@@ -100,6 +100,8 @@ def _run_batch(ctx, play, play_hosts, hosts):
                                                 {"failed": True, "msg": str(exc)}))
     if play.gather_facts:
         _gather_facts(ctx, play, states)
+    elif hosts and _needs_hosts(play, ctx.options):
+        ctx.connections.prefetch(hosts, play.become, play.become_user, ctx.options.forks)
     for section in SECTIONS:
         items = getattr(play, section) or []
         if not items:
@@ -113,6 +115,16 @@ def _run_batch(ctx, play, play_hosts, hosts):
         ctx.stats[state.name].rescued += state.rescued
         if state.stopped:
             ctx.gone.add(state.name)
+
+
+def _needs_hosts(play, options):
+    """Whether a task of ``play`` that --tags lets run is one that runs on the hosts."""
+    from fleet import modules
+    from fleet.playbook import walk_tasks
+
+    items = [i for section in SECTIONS for i in getattr(play, section) or []]
+    return any(selected(task, options) and modules.touches_hosts(task.action)
+               for task, _ in walk_tasks(items + list(play.handlers or [])))
 
 
 def selected(task, options):

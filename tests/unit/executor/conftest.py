@@ -29,6 +29,10 @@ class LocalConnections:
         self.sessions = {}
         self.procs = []
         self.lock = threading.Lock()
+        self.prefetched = []
+
+    def prefetch(self, hosts, become=None, become_user=None, limit=32):
+        self.prefetched.append(list(hosts))
 
     def get(self, host, become=None, become_user=None):
         if host in self.down:
@@ -84,7 +88,7 @@ def run(tmp_path):
         check_playbook(book)
         inventory_obj = load_inventory(tmp_path / "hosts.ini")
         collector = JsonCollector()
-        connections = LocalConnections(tmp_path, down)
+        connections = run.connections = LocalConnections(tmp_path, down)
         stats = run_playbook(book, inventory_obj, RunOptions(**options), collector,
                              connections=connections)
         return exit_code(stats), collector.document(stats)

@@ -92,3 +92,55 @@ def test_an_unexpected_failure_lets_the_next_caller_try_again(inventory, monkeyp
     with pytest.raises(RuntimeError):
         connections.get("h1")
     assert isinstance(connections.get("h1"), FlakySession) and len(calls) == 2
+
+
+class _SlowSession:
+    """Opens after ``delay`` seconds; h2 (10.9.9.2) is unreachable."""
+
+    delay = 0.05
+    opened, closed = [], []
+
+    @classmethod
+    def open(cls, target):
+        time.sleep(cls.delay)
+        if target.host == "10.9.9.2":
+            raise TransportError("unreachable: connect to 10.9.9.2:22 timed out")
+        session = cls()
+        cls.opened.append(target.host)
+        return session
+
+    def close(self):
+        self.closed.append(self)
+
+
+@pytest.fixture
+def slow_session(monkeypatch):
+    monkeypatch.setattr(_SlowSession, "opened", [])
+    monkeypatch.setattr(_SlowSession, "closed", [])
+    monkeypatch.setattr(conns_module, "Session", _SlowSession)
+    return _SlowSession
+
+
+def test_prefetch_opens_in_the_background_and_get_waits_for_it(inventory, slow_session):
+    connections = Connections(inventory)
+    started = time.monotonic()
+    connections.prefetch(["h1", "h2"], limit=2)
+    assert time.monotonic() - started < slow_session.delay  # it returned at once
+    session = connections.get("h1")
+    assert slow_session.opened == ["10.9.9.1"]  # one open: get used the prefetch's
+    assert connections.get("h1") is session
+    with pytest.raises(TransportError, match="10.9.9.2:22 timed out"):
+        connections.get("h2")  # the prefetch's failure, reported when a task needs it
+    connections.close()
+
+
+def test_a_session_a_prefetch_opens_after_close_is_closed(inventory, slow_session):
+    connections = Connections(inventory)
+    connections.prefetch(["h1"], limit=1)
+    connections.close()
+    deadline = time.monotonic() + 5
+    while not slow_session.closed and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(slow_session.closed) == 1
+    with pytest.raises(TransportError, match="the run is over"):
+        connections.get("h1")

@@ -254,3 +254,28 @@ def test_skipped_results_are_registered(run):
         """)
     assert code == 0, doc
     assert results(doc, "maybe")["h1"]["status"] == "skipped"
+
+
+def test_a_play_without_facts_opens_its_hosts_ahead_of_its_first_task(run):
+    code, _ = run("""
+        - hosts: all
+          gather_facts: false
+          tasks:
+            - debug: {msg: on the controller}
+            - command: "true"
+              when: inventory_hostname == 'h1'
+              tags: [remote]
+        - hosts: all
+          gather_facts: false
+          tasks:
+            - debug: {msg: nothing on the hosts}
+    """)
+    assert code == 0
+    assert run.connections.prefetched == [["h1", "h2"]]  # the second play needs no host
+    run("""
+        - hosts: all
+          gather_facts: false
+          tasks:
+            - {command: "true", tags: [remote]}
+    """, skip_tags=("remote",))
+    assert run.connections.prefetched == []  # --skip-tags left nothing for the hosts
