@@ -16,9 +16,9 @@ Paths come in as arguments (a mountinfo file, the mount points), so tests run bo
 drivers against temporary trees; the container never sees the host's cgroup paths.
 """
 
+import _signal as signal  # the signal module imports enum: milliseconds per payload
 import errno
 import os
-import signal
 import time
 
 from agent_payload import probe

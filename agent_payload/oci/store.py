@@ -42,7 +42,6 @@ import contextlib
 import errno
 import fcntl
 import os
-import re
 import stat
 import sys
 
@@ -53,8 +52,12 @@ from agent_payload import jsonwire, syscalls
 # importing them cost every such payload a few milliseconds of CPU.
 
 DEFAULT_ROOT = "/var/lib/fleet"
-_HEX = re.compile(r"^[0-9a-f]{64}$")
-_HEX_PREFIX = re.compile(r"^[0-9a-f]{1,64}$")
+
+
+def _is_hex(text, shortest=64):
+    """Whether ``text`` is lowercase hex of ``shortest`` to 64 digits (no re: its import,
+    with enum's, cost every payload that only reads the store)."""
+    return shortest <= len(text) <= 64 and not text.strip("0123456789abcdef")
 
 
 class StoreError(Exception):
@@ -64,7 +67,7 @@ class StoreError(Exception):
 def _hex(digest, what="digest"):
     """Return the hex part of a ``sha256:<64 hex>`` digest, or raise StoreError."""
     if not isinstance(digest, str) or not digest.startswith("sha256:") or \
-            not _HEX.match(digest[7:]):
+            not _is_hex(digest[7:]):
         raise StoreError(f"invalid {what} {digest!r}: expected sha256:<64 hex digits>")
     return digest[7:]
 
@@ -413,7 +416,7 @@ class Store:
         """Return every image record, sorted by id."""
         records = []
         for name in sorted(os.listdir(self.images_dir)):
-            if name.endswith(".json") and _HEX.match(name[:-5]):
+            if name.endswith(".json") and _is_hex(name[:-5]):
                 with contextlib.suppress(StoreError):
                     records.append(self.load_image("sha256:" + name[:-5]))
         return records
@@ -440,12 +443,12 @@ class Store:
                 if ref in (record.get("repo_digests") or []):
                     return record
             return None
-        if _HEX.match(ref[7:]) and ref.startswith("sha256:"):
+        if _is_hex(ref[7:]) and ref.startswith("sha256:"):
             for record in images:
                 if ref in (record.get("id"), record.get("manifest_digest")):
                     return record
         prefix = ref[7:] if ref.startswith("sha256:") else ref
-        if not _HEX_PREFIX.match(prefix):
+        if not _is_hex(prefix, shortest=1):
             return None
         found = [r for r in images if r.get("id", "")[7:].startswith(prefix)]
         if len(found) > 1:
@@ -488,7 +491,7 @@ class Store:
                 removed["blobs"].append(digest)
         for name in sorted(os.listdir(self.layers_dir)):
             chain = "sha256:" + name
-            if chain in layers or (_HEX.match(name) and self.in_use(chain)):
+            if chain in layers or (_is_hex(name) and self.in_use(chain)):
                 continue
             # vanish atomically first, then delete at leisure
             import tempfile

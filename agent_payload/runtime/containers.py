@@ -9,8 +9,8 @@ is gone while its container's PID 1 still runs leaves it running, unsupervised; 
 whose PID 1 is gone too marks it exited, its code unknown (-1).
 """
 
+import _signal as signal  # the signal module imports enum: milliseconds per payload
 import os
-import signal
 import time
 
 from agent_payload import cgroups

@@ -9,9 +9,9 @@ the children of the process that calls it, so the supervisor must not call it it
 and reports {code, output, start, end} on a pipe the supervisor polls.
 """
 
+import _signal as signal  # the signal module imports enum: milliseconds per payload
 import os
 import select
-import signal
 import time
 
 from agent_payload import jsonwire

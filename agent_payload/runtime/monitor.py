@@ -20,9 +20,9 @@ Docker's back-off. It leaves after IDLE_EXIT seconds with no container to watch.
 """
 
 import _signal
+import _socket  # the payload's side needs no more; socket.py imports enum and selectors
 import os
 import select
-import socket
 import sys
 import time
 
@@ -59,7 +59,7 @@ def _receive(sock):
 
 
 def _request(path, message, timeout=10.0):
-    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    client = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     client.settimeout(timeout)
     try:
         client.connect(path)
@@ -447,6 +447,8 @@ class Monitor:
 
 def main(path):
     """Entry point of the monitor process: listen on ``path`` and watch containers."""
+    import socket
+
     syscalls.set_child_subreaper()  # every container's PID 1 becomes our child
     tmp = f"{path}.{os.getpid()}"
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

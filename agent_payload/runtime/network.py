@@ -33,7 +33,7 @@ from agent_payload import tools
 from agent_payload.digests import sha256_hex as _sha256_hex
 from agent_payload.jsonfile import read_json, write_json
 from agent_payload.oci.store import DEFAULT_ROOT
-from agent_payload.runtime import firewall, proxy
+from agent_payload.runtime import firewall
 
 DEFAULT_NETWORK = "bridge"
 DEFAULT_DEVICE = "fleet0"
@@ -339,7 +339,7 @@ def detach(store, name, container_id, published=True, linked=True):
 def _free_port(host_ip, proto, wanted, published):
     """``wanted`` when it is free on the host (0: any free one); NetworkError if taken,
     by a process listening on it or by another container's published port."""
-    import socket
+    import _socket as socket  # socket.py would import enum and selectors for nothing
 
     kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
     where = f"{host_ip + ':' if host_ip else ''}{wanted}/{proto}"
@@ -430,13 +430,12 @@ def publish(store, container_id, address, mappings, userland=False):
                 chosen.append(mapping)
             write_json(_ports_path(store), published)
         if userland:
-            proxy.start(os.path.join(store.root, "containers", container_id),
-                        [dict(m, address=address) for m in chosen])
+            _start_proxy(store, container_id, address, chosen)
         else:
             _sysctl("net/ipv4/ip_forward", "1")  # what reaches the port goes on to the bridge
             firewall.add([rule for m in chosen for rule in _port_rules(tag, m, address)],
                          first=True)
-    except (firewall.FirewallError, proxy.ProxyError) as exc:
+    except firewall.FirewallError as exc:
         unpublish(store, container_id)
         raise NetworkError(str(exc)) from None
     except BaseException:
@@ -448,8 +447,20 @@ def publish(store, container_id, address, mappings, userland=False):
     return shown
 
 
+def _start_proxy(store, container_id, address, chosen):
+    from agent_payload.runtime import proxy  # the kernel's NAT path never imports it
+
+    try:
+        proxy.start(os.path.join(store.root, "containers", container_id),
+                    [dict(m, address=address) for m in chosen])
+    except proxy.ProxyError as exc:
+        raise NetworkError(str(exc)) from None
+
+
 def unpublish(store, container_id):
     """Remove the container's NAT rules or proxy, and its ports from the record."""
+    from agent_payload.runtime import proxy
+
     proxy.stop(os.path.join(store.root, "containers", container_id))
     firewall.remove(port_tag(container_id))
     with _Locked(store):
