@@ -78,8 +78,8 @@ def _exchange(in_w, data, out_r, err_r):
     while remaining:
         for fd, _ in poller.poll():
             if fd == in_w:
-                try:
-                    view = view[os.write(in_w, view[:65536]):]
+                try:  # at most PIPE_BUF: what POLLOUT promises to take without blocking
+                    view = view[os.write(in_w, view[:select.PIPE_BUF]):]
                 except BrokenPipeError:
                     view = view[:0]
                 if not view:
