@@ -65,8 +65,9 @@ def create(inventory_path, pattern, name, subnet, forks, output):
 @inventory_option
 @click.argument("pattern")
 @click.argument("name")
+@forks_option
 @output_option
-def rm(inventory_path, pattern, name, output):
+def rm(inventory_path, pattern, name, forks, output):
     """Remove network NAME from PATTERN's hosts (refused where containers use it).
 
     \b
@@ -75,4 +76,4 @@ def rm(inventory_path, pattern, name, output):
     """
     inventory = load_inventory(inventory_path)
     report(on_hosts(inventory, select_hosts(inventory, pattern), "network",
-                      {"name": name, "state": "absent"}, 32), output, "rm")
+                      {"name": name, "state": "absent"}, forks), output, "rm")

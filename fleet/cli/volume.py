@@ -4,6 +4,7 @@
 import click
 
 from fleet.cli.common import (
+    forks_long_option,
     forks_option,
     hosts_options,
     inventory_option,
@@ -63,8 +64,9 @@ def create(inventory_path, pattern, name, forks, output):
 @click.argument("pattern")
 @click.argument("name")
 @click.option("-f", "--force", is_flag=True, help="Even when containers use it.")
+@forks_long_option
 @output_option
-def rm(inventory_path, pattern, name, force, output):
+def rm(inventory_path, pattern, name, force, forks, output):
     """Remove volume NAME and its data from PATTERN's hosts (refused where a container
     uses it, unless --force).
 
@@ -74,4 +76,5 @@ def rm(inventory_path, pattern, name, force, output):
     """
     inventory = load_inventory(inventory_path)
     report(on_hosts(inventory, select_hosts(inventory, pattern), "volume",
-                      {"name": name, "state": "absent", "force": force}, 32), output, "rm")
+                      {"name": name, "state": "absent", "force": force}, forks), output,
+           "rm")

@@ -360,3 +360,26 @@ def test_the_console_script_exits_with_the_commands_code(tmp_path):
               "sys.argv = ['fleet', '--version']; run()")
     handled = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert handled.returncode == 0 and handled.stdout.endswith("atexit ran\n")
+
+
+@pytest.mark.parametrize("module, argv", [
+    ("fleet.cli.network", ["network", "rm", "--forks", "3"]),
+    ("fleet.cli.volume", ["volume", "rm", "--forks", "3"]),
+])
+def test_rm_of_networks_and_volumes_takes_forks(module, argv, tmp_path, monkeypatch):
+    import importlib
+    cli_module = importlib.import_module(module)
+    seen = []
+
+    def fake_on_hosts(inventory, hosts, name, params, forks):
+        seen.append((hosts, params["state"], forks))
+        return {}
+
+    monkeypatch.setattr(cli_module, "on_hosts", fake_on_hosts)
+    monkeypatch.setattr(cli_module, "report", lambda *args: None)
+    inventory = tmp_path / "hosts.ini"
+    inventory.write_text("h1\nh2\n")
+    result = CliRunner().invoke(main, argv[:2] + ["-i", str(inventory), "all", "fleetx"]
+                                + argv[2:])
+    assert result.exit_code == 0, result.output
+    assert seen == [(["h1", "h2"], "absent", 3)]
