@@ -1,13 +1,12 @@
-"""Digests without OpenSSL's start-up: copy's content digests, and small SHA-256 names.
+"""Digests without OpenSSL's start-up: copy's content digests, and short SHA-256 names.
 
-Content digests for copy: one to compare on the host, two to report.
-
-The controller hashes a file it ships once, in one pass, into all three: ``blake2b``
-(BLAKE2b-256), which the host compares with ``dest``; ``sha1`` (Ansible's ``checksum``)
-and ``sha256``, which the host only reports. The host compares with BLAKE2b because
-CPython builds it in: hashlib's import starts OpenSSL, which costs more CPU than hashing
-a MiB, and a copy that changes nothing needs nothing else from it. BLAKE2b alone is also
-faster than the SHA-1 plus SHA-256 a host used to compute.
+For copy, one digest to compare on the host and two to report. The controller hashes a
+file it ships once, in one pass, into all three: ``blake2b`` (BLAKE2b-256), which the
+host compares with ``dest``; ``sha1`` (Ansible's ``checksum``) and ``sha256``, which the
+host only reports. The host compares with BLAKE2b because CPython builds it in:
+hashlib's import starts OpenSSL, which costs more CPU than hashing a MiB, and a copy that
+changes nothing needs nothing else from it. BLAKE2b alone is also faster than the SHA-1
+plus SHA-256 a host used to compute.
 """
 
 try:
