@@ -12,6 +12,7 @@ import hashlib
 import io
 import os
 import shlex
+import threading
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,8 +99,20 @@ def build_zip(root):
     return buffer.getvalue()
 
 
-@functools.lru_cache(maxsize=1)
+_building = threading.Lock()
+
+
 def current_payload():
-    """The payload of the agent_payload package this controller was installed with."""
+    """The payload of the agent_payload package this controller was installed with.
+
+    Built once per process: the 32 threads that open a play's sessions at once all ask
+    for it first, and each built its own zip (a few ms of the controller's single GIL,
+    before any connection started) until this lock made the others wait."""
+    with _building:
+        return _build_current()
+
+
+@functools.lru_cache(maxsize=1)
+def _build_current():
     data = build_zip(Path(agent_payload.__file__).parent)
     return Payload(data, hashlib.sha256(data).hexdigest()[:HASH_LEN])

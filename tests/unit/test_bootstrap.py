@@ -249,3 +249,29 @@ def test_bootstrap_is_small_and_needs_no_site():
     compile(BOOTSTRAP, "<bootstrap>", "exec")
     assert "b'FLEET-NEED\\n'" in BOOTSTRAP
     assert payload_mod.NEED_MARKER == b"FLEET-NEED\n"
+
+
+def test_threads_asking_for_the_payload_at_once_build_it_once(monkeypatch):
+    import threading
+    import time
+    built = []
+    real = payload_mod.build_zip
+
+    def slow_build(root):
+        built.append(root)
+        time.sleep(0.05)  # long enough for every thread to ask meanwhile
+        return real(root)
+
+    monkeypatch.setattr(payload_mod, "build_zip", slow_build)
+    payload_mod._build_current.cache_clear()
+    try:
+        got = []
+        threads = [threading.Thread(target=lambda: got.append(payload_mod.current_payload()))
+                   for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        payload_mod._build_current.cache_clear()  # later tests build the real one again
+    assert len(built) == 1 and len({p.digest for p in got}) == 1 and len(got) == 8
