@@ -8,7 +8,7 @@ quiet (see run). ansible runs with
 pipelining and ControlPersist on, gather_facts false, forks = hosts; pyinfra with
 --parallel = hosts. Appends a section to bench/RESULTS.md.
 
-Usage (as root): python3 bench/apply_bench.py [--hosts 32] [--runs 3]
+Usage (as root): python3 bench/apply_bench.py [--hosts 32] [--runs 5]
 """
 
 import argparse
@@ -85,7 +85,7 @@ def cleanup(hosts, env):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hosts", type=int, default=32)
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--tools", default="fleet,ansible,pyinfra")
     args = parser.parse_args()
     tools = args.tools.split(",")
