@@ -43,11 +43,11 @@ Returns ``container``: the container as docker inspect shows it.
 import os
 import time
 
-from agent_payload import argspec, labels
+from agent_payload import argspec, jsonfile, labels
 from agent_payload.modules._pull_options import PULL_OPTIONS
 from agent_payload.modules.container_run import CONTAINER_OPTIONS
 from agent_payload.oci.store import Store, StoreError
-from agent_payload.runtime import containers, records
+from agent_payload.runtime import containers
 from agent_payload.runtime.containers import ContainerError
 
 ARGUMENT_SPEC = dict(
@@ -238,7 +238,7 @@ def _relabel(store, replica, found):
         return None
     options["labels"] = dict(options.get("labels") or {}, **{labels.REPLICAS: wanted})
     config["options"] = options
-    records.write_json(os.path.join(directory, "config.json"), config)
+    jsonfile.write_json(os.path.join(directory, "config.json"), config)
     return containers.inspect(directory, config)
 
 

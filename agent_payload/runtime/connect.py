@@ -14,7 +14,7 @@ files, rewritten in place) and, with icc false, their firewall openings follow i
 
 import os
 
-from agent_payload import labels
+from agent_payload import jsonfile, labels
 from agent_payload.runtime import network, records, spec
 
 
@@ -151,7 +151,7 @@ def _share(store, plan, target_name):
 
 
 def _running_pid(directory):
-    current = records.read_json(os.path.join(directory, records.STATE), {}) or {}
+    current = jsonfile.read_json(os.path.join(directory, records.STATE), {}) or {}
     return current.get("pid", 0) if current.get("running") else 0
 
 
@@ -181,4 +181,4 @@ def follow(store, target, address):
                 _open_links(store, name, config)
         except (OSError, network.NetworkError):
             continue  # a linker going away meanwhile
-        records.write_json(os.path.join(directory, "config.json"), config)
+        jsonfile.write_json(os.path.join(directory, "config.json"), config)

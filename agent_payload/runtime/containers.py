@@ -13,11 +13,11 @@ import _signal as signal  # the signal module imports enum: milliseconds per pay
 import os
 import time
 
-from agent_payload import cgroups
+from agent_payload import cgroups, jsonfile
 from agent_payload.oci.store import Store
 from agent_payload.runtime import connect, health, monitor, records, spec
 from agent_payload.runtime import run as runner
-from agent_payload.runtime.records import read_json, update_state
+from agent_payload.runtime.records import update_state
 
 STOP_SIGNALS = {name: getattr(signal, name) for name in dir(signal)
                 if name.startswith("SIG") and not name.startswith("SIG_")
@@ -67,7 +67,7 @@ def create(store, name, image, options):
         runner.prepare_volumes(plan)
         cgroups.open_driver().cgroup(parent, container_id).create(limits)
         connect.join(store, plan)
-        records.write_json(os.path.join(directory, "config.json"), plan)
+        jsonfile.write_json(os.path.join(directory, "config.json"), plan)
         update_state(directory, status="created", running=False, pid=0, exit_code=0,
                      restart_count=0, started_at="0001-01-01T00:00:00Z",
                      finished_at="0001-01-01T00:00:00Z", oom_killed=False, error="")
@@ -100,7 +100,7 @@ def state(directory, version=None):
     """The container's state.json, checked against the processes it names. A container
     whose monitor died is taken up by a new one when ``version`` (the payload's) is
     given and its PID 1 still runs; else it is marked exited, its code unknown (-1)."""
-    current = read_json(os.path.join(directory, records.STATE), {}) or {}
+    current = jsonfile.read_json(os.path.join(directory, records.STATE), {}) or {}
     if current.get("status") in ("running", "restarting") and not _alive(
             current.get("supervisor")):
         if _alive(current.get("pid")):
@@ -108,7 +108,7 @@ def state(directory, version=None):
             if version is not None:
                 path = monitor.ensure(version, runner.payload_root(), _store_root(directory))
                 monitor.start_container(path, directory, op="adopt")
-                current = read_json(os.path.join(directory, records.STATE), {}) or {}
+                current = jsonfile.read_json(os.path.join(directory, records.STATE), {}) or {}
         else:
             current = update_state(directory, status="exited", running=False, pid=0,
                                    exit_code=-1, error="supervisor lost",
@@ -135,7 +135,7 @@ def start(directory, version, python=None, wait=10.0):
     while time.monotonic() < deadline:
         if not os.path.isdir(directory):
             return {"status": "removed"}  # it ran, ended and removed itself (auto_remove)
-        current = read_json(os.path.join(directory, records.STATE), {}) or {}
+        current = jsonfile.read_json(os.path.join(directory, records.STATE), {}) or {}
         if current.get("status") in ("running", "exited"):
             if current.get("status") == "exited" and current.get("error"):
                 raise ContainerError(current["error"])
@@ -220,7 +220,7 @@ def rename(store, directory, config, new_name):
     """Give the container another name (refused when one has it already)."""
     if find(store, new_name) is not None:
         raise ContainerError(f"a container named {new_name} exists already")
-    records.write_json(os.path.join(directory, "config.json"), dict(config, name=new_name))
+    jsonfile.write_json(os.path.join(directory, "config.json"), dict(config, name=new_name))
 
 
 def inspect(directory, config):

@@ -26,7 +26,8 @@ import select
 import sys
 import time
 
-from agent_payload import cgroups, jsonwire, syscalls
+from agent_payload import cgroups, jsonfile, jsonwire, syscalls
+from agent_payload.digests import sha256_hex
 from agent_payload.runtime import launch, records
 from agent_payload.runtime.health import Checker
 from agent_payload.runtime.records import STOP, now, update_state
@@ -41,8 +42,6 @@ _SPAWN = ("import sys; sys.path.insert(0, sys.argv[1]); "
 def socket_path(version, store_root):
     """Where the monitor of payload ``version`` for the store at ``store_root`` listens
     (one per store: a host has one; tests that use stores of their own get their own)."""
-    from agent_payload.digests import sha256_hex
-
     store = sha256_hex(os.path.abspath(store_root).encode())[:8]
     return os.path.join(RUN_DIR, f"monitor-{version or 'dev'}-{store}.sock")
 
@@ -108,7 +107,7 @@ class Watched:
 
     def __init__(self, directory):
         self.directory = directory
-        self.plan = records.read_json(os.path.join(directory, "config.json"))
+        self.plan = jsonfile.read_json(os.path.join(directory, "config.json"))
         self.cgroup = None
         if self.plan.get("cgroup"):
             self.cgroup = cgroups.open_driver().cgroup(self.plan["cgroup"]["parent"],
@@ -308,7 +307,7 @@ class Monitor:
         """Take up a running container whose monitor died."""
         if directory in self.watched:
             return
-        state = records.read_json(os.path.join(directory, records.STATE), {}) or {}
+        state = jsonfile.read_json(os.path.join(directory, records.STATE), {}) or {}
         if not state.get("pid"):
             raise OSError("the container is not running")
         watched = Watched(directory)

@@ -11,7 +11,7 @@ import os
 import time
 
 from agent_payload import jsonwire
-from agent_payload.jsonfile import read_json, write_json  # noqa: F401 - used from here too
+from agent_payload.jsonfile import read_json, write_json
 from agent_payload.runtime.health import stamp
 
 STATE = "state.json"

@@ -17,7 +17,7 @@ import select
 import stat
 import sys
 
-from agent_payload import cgroups, jsonwire, labels
+from agent_payload import cgroups, jsonfile, jsonwire, labels
 from agent_payload.oci.store import Store
 from agent_payload.runtime import connect, records, spec
 
@@ -202,7 +202,7 @@ def prepare_volumes(plan):
             project = labels.project_of(plan)
             if project and "volume" in mount and not mount.get("anonymous"):
                 # made for a project's container: the project's, for `fleet down --volumes`
-                records.write_json(os.path.join(os.path.dirname(mount["source"]),
+                jsonfile.write_json(os.path.join(os.path.dirname(mount["source"]),
                                                 VOLUME_LABELS), {labels.PROJECT: project})
         mount["copy_up"] = created and "volume" in mount
 

@@ -8,7 +8,8 @@ container and go with it.
 
 import os
 
-from agent_payload.runtime import containers, records, spec
+from agent_payload import jsonfile
+from agent_payload.runtime import containers, spec
 from agent_payload.runtime.run import VOLUME_LABELS, volume_path
 
 
@@ -38,7 +39,7 @@ def users(store, name):
 def labels_of(store, name):
     """The volume's labels ({} when it has none)."""
     path = os.path.join(os.path.dirname(data_path(store, name)), VOLUME_LABELS)
-    return records.read_json(path, {}) or {}
+    return jsonfile.read_json(path, {}) or {}
 
 
 def describe(store, name):
@@ -56,7 +57,7 @@ def create(store, name, labels=None):
         return False
     os.makedirs(path, mode=0o755)
     if labels:
-        records.write_json(os.path.join(os.path.dirname(path), VOLUME_LABELS), labels)
+        jsonfile.write_json(os.path.join(os.path.dirname(path), VOLUME_LABELS), labels)
     return True
 
 
