@@ -22,7 +22,10 @@ false, containers of one bridge reach each other only along links (tag fleet-lin
 Published ports are DNAT rules (tag fleet-port-ID12), reachable from other machines and
 from the host itself, 127.0.0.1 included (route_localnet on the bridge); a host without
 a packet filter, or a network that asks for it, gets a userland proxy (proxy.py) instead.
-STORE/networks/.ports.json records which container holds which host port.
+STORE/networks/.ports.json records which container holds which host port; the host-wide
+/run/fleet/ports.json says which store holds it, so that a port one store publishes by
+NAT (no socket listens on it) is taken for every other store too. It lives in /run: after
+a reboot no rule is left, and containers that restart publish their ports again.
 """
 
 import fcntl
@@ -412,6 +415,27 @@ def _ports_path(store):
     return os.path.join(_dir(store), ".ports.json")  # no network's name starts with "."
 
 
+def _host_ports_path():
+    return os.path.join(LOCK_DIR, "ports.json")
+
+
+def _held_elsewhere(store, host_ports):
+    """{"PORT/PROTO": container id} of the ports other stores publish on this host, from
+    the host-wide record, each checked against its store's own record: an entry whose
+    store was removed without unpublishing (or no longer lists it) holds nothing."""
+    held, records = {}, {}
+    for key, entry in host_ports.items():
+        root = entry.get("store")
+        if root == store.root:
+            continue
+        if root not in records:
+            records[root] = read_json(
+                os.path.join(root, "networks", ".ports.json"), {}) if root else {}
+        if records[root].get(key) == entry.get("container"):
+            held[key] = entry["container"]
+    return held
+
+
 def publish(store, container_id, address, mappings, userland=False):
     """Publish the container's ports on the host: the kernel's NAT, or proxy.py's
     userland proxy (asked for, or no packet filter on the host); return Docker's
@@ -423,12 +447,17 @@ def publish(store, container_id, address, mappings, userland=False):
     try:
         with _Locked(store):
             published = read_json(_ports_path(store), {})
+            host_ports = read_json(_host_ports_path(), {})
+            taken = dict(_held_elsewhere(store, host_ports), **published)
             for mapping in mappings:
                 mapping = dict(mapping, host_port=_free_port(
-                    mapping["host_ip"], mapping["proto"], mapping["host_port"], published))
-                published[f"{mapping['host_port']}/{mapping['proto']}"] = container_id
+                    mapping["host_ip"], mapping["proto"], mapping["host_port"], taken))
+                key = f"{mapping['host_port']}/{mapping['proto']}"
+                published[key] = taken[key] = container_id
+                host_ports[key] = {"store": store.root, "container": container_id}
                 chosen.append(mapping)
             write_json(_ports_path(store), published)
+            write_json(_host_ports_path(), host_ports)
         if userland:
             _start_proxy(store, container_id, address, chosen)
         else:
@@ -468,3 +497,8 @@ def unpublish(store, container_id):
         kept = {port: owner for port, owner in published.items() if owner != container_id}
         if kept != published:
             write_json(_ports_path(store), kept)
+        host_ports = read_json(_host_ports_path(), {})
+        mine = {"store": store.root, "container": container_id}
+        host_kept = {port: entry for port, entry in host_ports.items() if entry != mine}
+        if host_kept != host_ports:
+            write_json(_host_ports_path(), host_kept)

@@ -1,5 +1,7 @@
 """Firewall rules rendered for iptables and nftables (pure), and the network's rules."""
 
+import pytest
+
 from agent_payload.runtime import firewall, network
 
 
@@ -148,3 +150,46 @@ def test_iptables_remove_and_teardown_read_one_save(monkeypatch):
     script = fake.calls[1][1].splitlines()
     assert script == ["*filter", "-D FORWARD -m comment --comment fleet -j FLEET-FORWARD",
                       "-F FLEET-FORWARD", "-X FLEET-FORWARD", "COMMIT"]
+
+
+def _nat_publishing(monkeypatch, tmp_path):
+    """Stores under tmp_path whose ports go to a recording firewall, the host's lock and
+    port record in tmp_path/run."""
+    from agent_payload.oci.store import Store
+    added = []
+    monkeypatch.setattr(network, "LOCK_DIR", str(tmp_path / "run"))
+    monkeypatch.setattr(network, "_sysctl", lambda *args: None)
+    monkeypatch.setattr(firewall, "backend", lambda: "iptables")
+    monkeypatch.setattr(firewall, "add", lambda rules, first=False: added.append(rules))
+    monkeypatch.setattr(firewall, "remove", lambda tag: None)
+    return (lambda name: Store(str(tmp_path / name))), added
+
+
+def test_a_port_published_by_nat_in_one_store_is_taken_for_another(monkeypatch, tmp_path):
+    import socket
+    store, added = _nat_publishing(monkeypatch, tmp_path)
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()  # free on the host: only the record can say it is taken
+    mapping = {"host_ip": "127.0.0.1", "host_port": port, "port": 80, "proto": "tcp"}
+    shop, blog = store("shop"), store("blog")
+    network.publish(shop, "a" * 64, "10.89.0.2", [mapping])
+    assert len(added) == 1
+    with pytest.raises(network.NetworkError, match=f"{port}/tcp is already published "
+                                                   "by container aaaaaaaaaaaa"):
+        network.publish(blog, "b" * 64, "10.90.0.2", [mapping])
+    network.unpublish(shop, "a" * 64)
+    assert network.publish(blog, "b" * 64, "10.90.0.2", [mapping]) == {
+        "80/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(port)}]}
+
+
+def test_a_removed_stores_host_port_entry_holds_nothing(monkeypatch, tmp_path):
+    import shutil
+    store, _ = _nat_publishing(monkeypatch, tmp_path)
+    mapping = {"host_ip": "127.0.0.1", "host_port": 0, "port": 80, "proto": "tcp"}
+    shown = network.publish(store("gone"), "a" * 64, "10.89.0.2", [mapping])
+    port = int(shown["80/tcp"][0]["HostPort"])
+    shutil.rmtree(tmp_path / "gone")  # removed without unpublishing
+    fixed = dict(mapping, host_port=port)
+    assert network.publish(store("next"), "b" * 64, "10.90.0.2", [fixed])
