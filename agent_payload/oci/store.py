@@ -38,7 +38,6 @@ record (``fleet rmi`` refuses, or with force only takes its names away) and ``gc
 its layers (``in_use``). Container code writes its record under ``lock()`` too.
 """
 
-import contextlib
 import errno
 import fcntl
 import os
@@ -62,6 +61,33 @@ def _is_hex(text, shortest=64):
 
 class StoreError(Exception):
     """A store operation failed (one-line message)."""
+
+
+class _StoreLock:
+    """The store's exclusive flock (ROOT/.lock), held for a ``with`` body."""
+
+    def __init__(self, store):
+        self.store = store
+
+    def __enter__(self):
+        self.fd = os.open(os.path.join(self.store.root, ".lock"),
+                          os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(self.fd)
+            raise
+        return self.store
+
+    def __exit__(self, *exc):
+        os.close(self.fd)  # releases the flock
+
+
+def _unlink_quietly(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def _hex(digest, what="digest"):
@@ -175,16 +201,9 @@ class Store:
 
     # --- lock ---------------------------------------------------------------------------
 
-    @contextlib.contextmanager
     def lock(self):
         """Hold the store's exclusive flock (ROOT/.lock) for the ``with`` body."""
-        fd = os.open(os.path.join(self.root, ".lock"),
-                     os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield self
-        finally:
-            os.close(fd)  # releases the flock
+        return _StoreLock(self)
 
     # --- blobs --------------------------------------------------------------------------
 
@@ -200,7 +219,6 @@ class Store:
         """Return the path where the download of blob ``digest`` is kept until verified."""
         return os.path.join(self.tmp_dir, "blob-" + _hex(digest) + ".partial")
 
-    @contextlib.contextmanager
     def blob_writer(self, digest, size=None):
         """Yield a BlobFile to write blob ``digest`` into; verify and rename it on exit.
 
@@ -214,6 +232,13 @@ class Store:
         renamed to ``blob_path(digest)``. Hold ``lock()``: two writers of one blob would
         share the file.
         """
+        # contextlib here, not at the top: only pulls write blobs, and every container
+        # create imports the store (contextlib brings collections and functools, ~1 ms)
+        import contextlib
+
+        return contextlib.contextmanager(self._write_blob)(digest, size)
+
+    def _write_blob(self, digest, size):
         final = self.blob_path(digest)
         partial = self.partial_path(digest)
         # O_APPEND: whatever a writer does with the read position, data lands at the end,
@@ -230,11 +255,15 @@ class Store:
                 blob = BlobFile(f, partial)
                 yield blob
             except BaseException:
-                with contextlib.suppress(OSError):
+                try:
                     f.flush()
-                with contextlib.suppress(OSError):
+                except OSError:
+                    pass
+                try:
                     if os.fstat(f.fileno()).st_size == 0:
                         os.unlink(partial)
+                except OSError:
+                    pass
                 raise
             f.flush()
             os.fsync(f.fileno())
@@ -248,8 +277,7 @@ class Store:
             os.chmod(partial, 0o644)
             os.replace(partial, final)
         except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(partial)
+            _unlink_quietly(partial)
             raise
         syscalls.fsync_dir(self.blobs_dir)
 
@@ -397,8 +425,7 @@ class Store:
             os.replace(tmp, path)
             syscalls.fsync_dir(self.images_dir)
         except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+            _unlink_quietly(tmp)
             raise
 
     def load_image(self, image_id):
@@ -417,8 +444,10 @@ class Store:
         records = []
         for name in sorted(os.listdir(self.images_dir)):
             if name.endswith(".json") and _is_hex(name[:-5]):
-                with contextlib.suppress(StoreError):
+                try:
                     records.append(self.load_image("sha256:" + name[:-5]))
+                except StoreError:
+                    pass
         return records
 
     def find_image(self, name_or_digest):

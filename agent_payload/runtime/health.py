@@ -15,7 +15,6 @@ import select
 import time
 
 from agent_payload import jsonwire
-from agent_payload.runtime import launch
 
 DEFAULTS = {"interval": 30.0, "timeout": 30.0, "retries": 3, "start_period": 0.0}
 OUTPUT_LIMIT = 4096  # bytes of a check's output Docker keeps
@@ -96,6 +95,10 @@ def config_of(option, image_healthcheck):
 
 def _check(plan, timeout, result_w):
     """The child that runs one check and reports it (never returns)."""
+    # Here, not at the top: the payload reads healthcheck options (config_of) on every
+    # create and needs none of the launcher's imports; the monitor has them loaded.
+    from agent_payload.runtime import launch
+
     started = time.time()
     code, output = -1, b""
     devnull = os.open(os.devnull, os.O_RDONLY)

@@ -28,7 +28,7 @@ import time
 
 from agent_payload import cgroups, jsonfile, jsonwire, syscalls
 from agent_payload.digests import sha256_hex
-from agent_payload.runtime import launch, records
+from agent_payload.runtime import records
 from agent_payload.runtime.health import Checker
 from agent_payload.runtime.records import STOP, now, update_state
 
@@ -37,6 +37,14 @@ IDLE_EXIT = 600.0
 FIFOS = ("stdout", "stderr")
 _SPAWN = ("import sys; sys.path.insert(0, sys.argv[1]); "
           "from agent_payload.runtime.monitor import main; main(sys.argv[2])")
+
+
+def _launcher():
+    """launch.py, which only the monitor's own process needs: the payload imports this
+    module as the monitor's client on every create, and launch's imports cost it ~1 ms."""
+    from agent_payload.runtime import launch
+
+    return launch
 
 
 def socket_path(version, store_root):
@@ -151,6 +159,7 @@ class Watched:
         self.restart_at = None
         ours, theirs = self._fifos()
         devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        launch = _launcher()
         try:
             self.pid = launch.start(self.plan, stdio=(devnull, theirs[0], theirs[1]))
         except launch.LaunchError as exc:
@@ -231,7 +240,7 @@ class Watched:
         self.close_readers()
         if self.checker is not None:
             self.checker.running = None
-        code = -1 if status is None else launch.exit_code(status)
+        code = -1 if status is None else _launcher().exit_code(status)
         oom = self.cgroup is not None and self.cgroup.oom_kills() > 0
         update_state(self.directory, status="exited", running=False, pid=0, exit_code=code,
                      oom_killed=oom, finished_at=now())
@@ -448,6 +457,7 @@ def main(path):
     """Entry point of the monitor process: listen on ``path`` and watch containers."""
     import socket
 
+    _launcher()  # loaded before the first fork: after pivot_root nothing can be imported
     syscalls.set_child_subreaper()  # every container's PID 1 becomes our child
     tmp = f"{path}.{os.getpid()}"
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

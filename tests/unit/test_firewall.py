@@ -193,3 +193,27 @@ def test_a_removed_stores_host_port_entry_holds_nothing(monkeypatch, tmp_path):
     shutil.rmtree(tmp_path / "gone")  # removed without unpublishing
     fixed = dict(mapping, host_port=port)
     assert network.publish(store("next"), "b" * 64, "10.90.0.2", [fixed])
+
+
+def test_a_creates_address_arithmetic_matches_ipaddress():
+    import ipaddress
+    for subnet in ("10.89.0.0/16", "10.90.3.0/24", "192.168.1.4/30"):
+        record = {"subnet": subnet}
+        assert list(network._hosts(record)) == [
+            str(a) for a in ipaddress.ip_network(subnet).hosts()]
+        assert network._prefixlen(record) == ipaddress.ip_network(subnet).prefixlen
+    assert network._mac("10.89.0.2") == "02:42:0a:59:00:02"
+
+
+def test_a_container_create_imports_no_launcher_and_no_collections():
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = str(Path(__file__).resolve().parents[2])
+    code = (f"import sys; sys.path.insert(0, {root!r}); from agent_payload import serve; "
+            "import agent_payload.modules.container_info, agent_payload.modules.container; "
+            "print(' '.join(sorted(sys.modules)))")
+    loaded = set(subprocess.run([sys.executable, "-I", "-S", "-c", code], check=True,
+                                capture_output=True, text=True).stdout.split())
+    assert not loaded & {"agent_payload.runtime.launch", "collections", "contextlib",
+                         "ipaddress", "functools", "enum", "re"}
