@@ -18,10 +18,7 @@ lab01; `wrk --latency` loads it for --duration seconds with --connections connec
   path drops from ~7600 to ~5000-6500 requests/s.
 
 It all lives in a content store of its own on lab01 (STORE, removed at the end), so the
-lab's own containers and networks are left alone. Both networks are made before either
-container publishes a port: network.list_networks reads the store's ports.json as if it
-were a network, so making a network in a store with a published port fails
-(KeyError: 'subnet'); network_info fails the same way (KeyError: 'name').
+lab's own containers and networks are left alone.
 
 The paths run one after another, --rounds times, in an order that rotates each round;
 each figure is the median over the rounds, requests/s with its range. Also counted: the
