@@ -3,12 +3,17 @@ per host, with the images already on the hosts; wall time of `fleet apply` (a fi
 deploy: nothing of the project runs) and per host, and the time until every host's
 port 8887 answers. Bar: 32 hosts in under 3x the time of 3 hosts.
 
-Each size: `fleet lab up --hosts N --demo`, one apply and down (which pulls the images
-onto the hosts and keeps them), then per run: apply (timed), wait for every answer
-(timed), `fleet down --volumes`. Runs in a lab of its own ($FLEET_LAB_DIR, default
-/var/lib/fleet-lab-bench on 10.234.0.0/24), brought down at the end unless --keep.
+One lab of the largest size (`fleet lab up --hosts N --demo`); the images go onto every
+host by an apply and down per size (after a down --images, so that no host keeps an older
+build), then each round deploys every size in turn to the first N hosts (an inventory grouped as
+`lab up --hosts N` groups them): apply (timed), wait for every answer (timed), `fleet down
+--volumes`. The sizes take turns because this machine's speed drifts over minutes (the
+32-host time by up to a third within a quarter of an hour): measured one size after the
+other, the ratio between them carried that drift. Runs in a lab of its own
+($FLEET_LAB_DIR, default /var/lib/fleet-lab-bench on 10.234.0.0/24), brought down at the
+end unless --keep.
 
-Usage (as root): python3 bench/demo_bench.py [--sizes 3 8 32] [--runs 3]
+Usage (as root): python3 bench/demo_bench.py [--sizes 3 8 32] [--runs 5]
 """
 
 import argparse
@@ -80,70 +85,99 @@ def light_playbook():
     return path
 
 
-def measure(fleet, size, runs, playbook):
-    run(fleet, "lab", "up", "--hosts", str(size), "--demo")
-    inventory = str(LAB / "inventory.ini")
-    hosts = addresses(inventory)
-    run(fleet, "apply", str(playbook), "-i", inventory)  # the images onto the hosts
-    run(fleet, "down", str(playbook), "-i", inventory, "--volumes")
-    applies, answers = [], []
-    for _ in range(runs):
-        # What the last down left running (monitors and payloads exiting on every host)
-        # must not be billed to this apply.
-        wait_quiet(QUIET, QUIET_WAIT, QUIET_WINDOW)
-        started = time.perf_counter()
-        done = run(fleet, "apply", str(playbook), "-i", inventory, check=False)
-        applies.append(time.perf_counter() - started)
-        if done.returncode != 0:
-            raise SystemExit(f"apply on {size} hosts failed:\n{done.stdout}{done.stderr}")
-        answers.append(applies[-1] + all_answer(hosts))
+def sub_inventory(size):
+    """The lab's inventory cut to its first ``size`` hosts, grouped as `fleet lab up
+    --hosts SIZE` groups them (web: the first half, rounded up; db: the rest)."""
+    text = (LAB / "inventory.ini").read_text()
+    hosts = [line for line in text.splitlines() if "ansible_host=" in line][:size]
+    half = (size + 1) // 2
+    lines = ["[web]", *hosts[:half], "", "[db]", *hosts[half:], ""]
+    lines += text[text.index("[all:vars]"):].splitlines()
+    path = LAB / f"inventory-{size}.ini"
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def measure(fleet, sizes, runs, playbook):
+    """{size: ([apply seconds], [seconds until every host answers])}, the sizes taking
+    turns in each round (order rotated) on one lab of max(sizes) hosts."""
+    run(fleet, "lab", "up", "--hosts", str(max(sizes)), "--demo")
+    everyone = str(LAB / "inventory.ini")
+    # The images onto the hosts, as the lab has them now: a host's store that kept an
+    # older demo/web:latest (lab down keeps the hosts' stores) would deploy that one, as
+    # pull: missing does.
+    run(fleet, "down", str(playbook), "-i", everyone, "--volumes", "--images")
+    inventories = {size: sub_inventory(size) for size in sizes}
+    for inventory in inventories.values():  # each size's db host is another host
+        run(fleet, "apply", str(playbook), "-i", inventory)
         run(fleet, "down", str(playbook), "-i", inventory, "--volumes")
-    return statistics.median(applies), statistics.median(answers)
+    samples = {size: ([], []) for size in sizes}
+    for index in range(runs):
+        shift = index % len(sizes)
+        for size in sizes[shift:] + sizes[:shift]:
+            inventory = inventories[size]
+            # What the last down left running (monitors and payloads exiting on every
+            # host) must not be billed to this apply.
+            wait_quiet(QUIET, QUIET_WAIT, QUIET_WINDOW)
+            started = time.perf_counter()
+            done = run(fleet, "apply", str(playbook), "-i", inventory, check=False)
+            applied = time.perf_counter() - started
+            if done.returncode != 0:
+                raise SystemExit(f"apply on {size} hosts failed:\n{done.stdout}{done.stderr}")
+            samples[size][0].append(applied)
+            samples[size][1].append(applied + all_answer(addresses(inventory)))
+            run(fleet, "down", str(playbook), "-i", inventory, "--volumes")
+            print(f"round {index + 1}: {size} hosts apply {applied:.2f}s", flush=True)
+    return samples
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[3, 8, 32])
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--keep", action="store_true", help="leave the bench's lab up")
     parser.add_argument("--light", action="store_true",
                         help="also deploy with busybox httpd as the web tier")
     args = parser.parse_args()
+    sizes = sorted(set(args.sizes))
     fleet = fleet_bin()
     precompile()
-    results, light = {}, {}
     try:
-        for size in args.sizes:
-            results[size] = measure(fleet, size, args.runs, PLAYBOOK)
-            print(f"{size} hosts: apply {results[size][0]:.2f}s, all answering "
-                  f"{results[size][1]:.2f}s", flush=True)
-            if args.light:
-                light[size] = measure(fleet, size, args.runs, light_playbook())
-                print(f"{size} hosts, busybox web: apply {light[size][0]:.2f}s", flush=True)
+        demo = measure(fleet, sizes, args.runs, PLAYBOOK)
+        light = measure(fleet, sizes, args.runs, light_playbook()) if args.light else {}
     finally:
         if not args.keep:
             run(fleet, "lab", "down", check=False)
-    first, last = min(results), max(results)
+    first, last = sizes[0], sizes[-1]
     lines = [
         f"## Demo deploy: bestwebappever on N hosts ({datetime.date.today()}, "
-        "`python3 bench/demo_bench.py`)",
+        f"`{' '.join(['python3 bench/demo_bench.py'] + sys.argv[1:])}`)",
         "",
         "PostgreSQL and Redis on one host, one web replica per host linked to both (across "
         "hosts), port 8887 published; images already on the hosts; a first deploy (nothing "
-        f"of the project runs). Median of {args.runs} runs, each started once the CPUs were "
-        f"less than {QUIET:.0%} busy for {QUIET_WINDOW} s; all lab hosts share this "
-        "machine's 2 CPUs.",
+        f"of the project runs). One lab of {last} hosts, each size deploying to its first N "
+        f"(grouped as `fleet lab up --hosts N` groups them); {args.runs} rounds, the sizes "
+        "taking turns in each (so that the machine's drift over minutes falls on every "
+        f"size alike), each apply started once the CPUs were less than {QUIET:.0%} busy for "
+        f"{QUIET_WINDOW} s; medians. All lab hosts share this machine's 2 CPUs.",
         "",
         "| hosts | fleet apply (s) | per host (ms) | until every host answers (s) |"
         + (" apply, busybox web (s) |" if light else ""),
         "|---|---|---|---|" + ("---|" if light else ""),
     ]
-    for size, (apply_s, answer_s) in sorted(results.items()):
+    for size in sizes:
+        apply_s = statistics.median(demo[size][0])
         lines.append(f"| {size} | {apply_s:.2f} | {apply_s / size * 1000:.0f} | "
-                     f"{answer_s:.2f} |" + (f" {light[size][0]:.2f} |" if light else ""))
-    ratio = results[last][0] / results[first][0]
-    lines += ["", f"{last} hosts take {ratio:.2f}x the time of {first} (bar: under 3x)"
-              + (f"; with busybox as the web tier {light[last][0] / light[first][0]:.2f}x"
+                     f"{statistics.median(demo[size][1]):.2f} |"
+                     + (f" {statistics.median(light[size][0]):.2f} |" if light else ""))
+    rounds = [b / a for a, b in zip(demo[first][0], demo[last][0])]
+    medians = statistics.median(demo[last][0]) / statistics.median(demo[first][0])
+    lines += ["", f"{last} hosts take {statistics.median(rounds):.2f}x the time of {first} "
+              f"(the median of the rounds' ratios: "
+              f"{', '.join(f'{r:.2f}x' for r in rounds)}; ratio of the medians "
+              f"{medians:.2f}x; bar: under 3x)"
+              + (f"; with busybox as the web tier "
+                 f"{statistics.median(light[last][0]) / statistics.median(light[first][0]):.2f}x"
                  if light else "") + "."]
     print("\n".join(lines))
     replace_section("## Demo deploy", lines)

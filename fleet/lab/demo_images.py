@@ -356,11 +356,13 @@ def recipes() -> List[Recipe]:
             script=f"{APT} install python3\n",
             files=((WEB_APP_PATH, web_app_source(), 0o644),),
             config={
-                "Cmd": ["python3", "/" + WEB_APP_PATH],
+                # -S: the app needs only the standard library, not site's start-up
+                "Cmd": ["python3", "-S", "/" + WEB_APP_PATH],
                 "Env": [PATH_ENV, "LANG=C.UTF-8", "PYTHONUNBUFFERED=1"],
                 "ExposedPorts": {"80/tcp": {}},
                 "WorkingDir": "/app",
-                "Healthcheck": _healthcheck(["python3", "/" + WEB_APP_PATH, "--check"]),
+                "Healthcheck": _healthcheck(["python3", "-S", "/" + WEB_APP_PATH,
+                                             "--check"]),
             },
             description="A Python web app on PostgreSQL and Redis (fleet lab demo)",
         ),

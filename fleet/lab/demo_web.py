@@ -1,12 +1,15 @@
 """The demo's web tier: a small HTTP app that reads and writes PostgreSQL and Redis.
 
 It is not imported by fleet: ``fleet.lab.demo_images`` copies this file into the
-``demo/web`` image as ``/app/web.py``, where Debian's python3 runs it (``python3
+``demo/web`` image as ``/app/web.py``, where Debian's python3 runs it (``python3 -S
 /app/web.py``). It speaks PostgreSQL's protocol (simple queries, SCRAM-SHA-256 or md5
-passwords) and Redis's (RESP), and answers HTTP/1.1 on socketserver, all itself:
+passwords) and Redis's (RESP), and answers HTTP/1.1, all itself, on _socket and _thread:
 psycopg2 (libpq and what it links), redis-py (asyncio and all) and http.server (http.client,
 ssl, email, mimetypes) cost more CPU at start-up than the rest of the app, on every
 replica of a deploy, and three queries, two commands and two pages need none of them.
+Even socket.py, socketserver and threading (enum, selectors and what they import) took
+about 7 ms of each replica's start, for the little of them the app uses (``Stream``,
+``connect`` and ``Server`` below).
 
 - ``GET /``: inserts a row into the table ``visits`` (made when missing) and increments
   the Redis key ``hits``, then answers one line:
@@ -23,17 +26,17 @@ www-data). At start-up it keeps trying the backends for ``WAIT_SECONDS`` (defaul
 in the background, logging why they do not answer yet; a request made before they do is
 answered 503, and a lost connection is made again on the next request.
 
-``python3 /app/web.py --check`` asks this machine's app for /health and exits 0 when it
+``python3 -S /app/web.py --check`` asks this machine's app for /health and exits 0 when it
 answers 200 (the image's healthcheck).
 """
 
+import _signal
+import _socket
+import _thread
+import binascii
 import os
-import signal
-import socket
-import socketserver
 import struct
 import sys
-import threading
 import time
 
 DEFAULT_PASSWORD = "demo"
@@ -82,6 +85,57 @@ def log(message):
     sys.stderr.flush()
 
 
+def connect(address, timeout):
+    """A TCP connection to (host, port), each of the host's addresses tried in turn."""
+    host, port = address
+    failure = OSError(f"{host!r} has no address")
+    for family, kind, proto, _, where in _socket.getaddrinfo(host, port, 0,
+                                                             _socket.SOCK_STREAM):
+        sock = _socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(where)
+            return sock
+        except OSError as exc:
+            sock.close()
+            failure = exc
+    raise failure
+
+
+class Stream:
+    """A connected socket read through a buffer: what the app needs of a file."""
+
+    def __init__(self, sock):
+        self.sock, self.buffer = sock, b""
+
+    def _fill(self):
+        chunk = self.sock.recv(65536)
+        self.buffer += chunk
+        return bool(chunk)
+
+    def readline(self, limit=-1):
+        """The next line with its newline (at most ``limit`` bytes; b"" at the end)."""
+        while True:
+            end = self.buffer.find(b"\n") + 1 or None
+            if 0 <= limit <= len(self.buffer) and (end is None or end > limit):
+                end = limit
+            if end is None and not self._fill():
+                end = len(self.buffer)
+            if end is not None:
+                line, self.buffer = self.buffer[:end], self.buffer[end:]
+                return line
+
+    def read(self, size):
+        """The next ``size`` bytes (fewer at the end)."""
+        while len(self.buffer) < size and self._fill():
+            pass
+        data, self.buffer = self.buffer[:size], self.buffer[size:]
+        return data
+
+    def write(self, data):
+        self.sock.sendall(data)
+
+
 class RedisError(Exception):
     """An error reply from Redis, or a reply that is not RESP."""
 
@@ -91,9 +145,9 @@ class Redis:
     commands as RESP arrays of bulk strings and reads one reply per command."""
 
     def __init__(self, host, port, timeout=5):
-        self.address = (host, port)
+        self.address = (_wire_host(host), port)
         self.timeout = timeout
-        self.lock = threading.Lock()
+        self.lock = _thread.allocate_lock()
         self.sock = None
         self.reader = None
 
@@ -102,9 +156,9 @@ class Redis:
         with self.lock:
             try:
                 if self.sock is None:
-                    self.sock = socket.create_connection(self.address, CONNECT_TIMEOUT)
+                    self.sock = connect(self.address, CONNECT_TIMEOUT)
                     self.sock.settimeout(self.timeout)
-                    self.reader = self.sock.makefile("rb")
+                    self.reader = Stream(self.sock)
                 self.sock.sendall(encode_command(words))
                 return read_reply(self.reader)
             except RedisError:
@@ -138,7 +192,7 @@ def encode_command(words):
 
 
 def read_reply(reader):
-    """One RESP reply from a binary file object."""
+    """One RESP reply from a Stream (or a binary file)."""
     line = reader.readline()
     if not line.endswith(b"\r\n"):
         raise ConnectionError("redis closed the connection")
@@ -183,7 +237,7 @@ class Postgres:
     up); the server's errors raise PostgresError and leave the connection usable."""
 
     def __init__(self, host, port, user, password, dbname, timeout=5):
-        self.address = (host, port)
+        self.address = (_wire_host(host), port)
         self.user, self.password, self.dbname = user, password, dbname
         self.timeout = timeout
         self.sock = self.reader = None
@@ -193,9 +247,9 @@ class Postgres:
         return self.sock is None
 
     def connect(self):
-        self.sock = socket.create_connection(self.address, CONNECT_TIMEOUT)
+        self.sock = connect(self.address, CONNECT_TIMEOUT)
         self.sock.settimeout(self.timeout)
-        self.reader = self.sock.makefile("rb")
+        self.reader = Stream(self.sock)
         try:
             body = b"".join(_cstring(word) for word in (
                 "user", self.user, "database", self.dbname,
@@ -292,10 +346,8 @@ class Scram:
     channel binding, the user name left to the startup message."""
 
     def __init__(self, password, nonce=None, user=""):
-        import base64
-
         self.password = password
-        self.nonce = nonce or base64.b64encode(os.urandom(18)).decode()
+        self.nonce = nonce or _b64(os.urandom(18))
         self.first_bare = f"n={user},r={self.nonce}"
         self.server_signature = None
 
@@ -303,7 +355,6 @@ class Scram:
         return "n,," + self.first_bare
 
     def client_final(self, server_first):
-        import base64
         import hashlib
         import hmac
 
@@ -311,7 +362,7 @@ class Scram:
         if not fields.get("r", "").startswith(self.nonce):
             raise ConnectionError("postgres answered SCRAM with another nonce")
         salted = hashlib.pbkdf2_hmac("sha256", self.password.encode(),
-                                     base64.b64decode(fields["s"]), int(fields["i"]))
+                                     binascii.a2b_base64(fields["s"]), int(fields["i"]))
         without_proof = "c=biws,r=" + fields["r"]
         message = ",".join((self.first_bare, server_first, without_proof)).encode()
         client_key = hmac.new(salted, b"Client Key", "sha256").digest()
@@ -319,18 +370,32 @@ class Scram:
         proof = bytes(a ^ b for a, b in zip(client_key, signature))
         server_key = hmac.new(salted, b"Server Key", "sha256").digest()
         self.server_signature = hmac.new(server_key, message, "sha256").digest()
-        return without_proof + ",p=" + base64.b64encode(proof).decode()
+        return without_proof + ",p=" + _b64(proof)
 
     def check_server_final(self, server_final):
-        import base64
         import hmac
 
         fields = dict(item.split("=", 1) for item in server_final.split(","))
         if "e" in fields:
             raise ConnectionError(f"postgres refused SCRAM: {fields['e']}")
-        if not hmac.compare_digest(base64.b64decode(fields.get("v", "")),
+        if not hmac.compare_digest(binascii.a2b_base64(fields.get("v", "")),
                                    self.server_signature or b""):
             raise ConnectionError("postgres's SCRAM signature does not match")
+
+
+def _wire_host(host):
+    """``host`` as getaddrinfo takes it cheapest: ASCII as bytes. A str goes through the
+    idna codec, whose first use imports re and unicodedata, about 6 ms of every replica's
+    start."""
+    try:
+        return host.encode("ascii")
+    except UnicodeEncodeError:
+        return host
+
+
+def _b64(data):
+    # binascii, not base64: base64 imports re, about 6 ms of every replica's start
+    return binascii.b2a_base64(data, newline=False).decode()
 
 
 def _cstring(text):
@@ -376,7 +441,7 @@ class Backends:
 
     def __init__(self, config):
         self.config = config
-        self.lock = threading.Lock()
+        self.lock = _thread.allocate_lock()
         self.conn = None
         self.redis = Redis(config["redis_host"], config["redis_port"])
 
@@ -552,12 +617,17 @@ def response(code, text, keep_alive, head=False):
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (b"" if head else body)
 
 
-class Handler(socketserver.StreamRequestHandler):
+class Handler:
     """One connection: requests answered in turn while the client keeps it open."""
 
     backends = None
     hostname = ""
     timeout = 60  # seconds an idle kept-alive connection is held
+
+    def __init__(self, sock, client_address):
+        sock.settimeout(self.timeout)
+        self.client_address = client_address
+        self.rfile = self.wfile = Stream(sock)
 
     def handle(self):
         while True:
@@ -579,9 +649,53 @@ class Handler(socketserver.StreamRequestHandler):
                 return
 
 
-class Server(socketserver.ThreadingTCPServer):
-    allow_reuse_address = True
-    daemon_threads = True
+class Server:
+    """A TCP server that answers each connection on a thread of its own, with
+    ``handler(sock, client_address).handle()``."""
+
+    def __init__(self, address, handler):
+        self.handler, self.stopping = handler, False
+        self.serving = _thread.allocate_lock()
+        self.socket = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM)
+        try:
+            self.socket.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
+            self.socket.bind(address)
+            self.socket.listen(128)
+        except BaseException:
+            self.socket.close()
+            raise
+        self.server_address = self.socket.getsockname()
+
+    def serve_forever(self):
+        with self.serving:
+            while not self.stopping:
+                try:
+                    fd, client = self.socket._accept()
+                except ConnectionAbortedError:  # reset before it was accepted
+                    continue
+                _thread.start_new_thread(self._answer, (_socket.socket(fileno=fd), client))
+
+    def _answer(self, sock, client):
+        try:
+            self.handler(sock, client).handle()
+        except OSError:
+            pass
+        finally:
+            sock.close()
+
+    def shutdown(self):
+        """Make serve_forever (on another thread) return, and wait until it has."""
+        self.stopping = True
+        host, port = self.server_address
+        try:  # wakes its accept
+            connect(("127.0.0.1" if host == "0.0.0.0" else host, port), 5).close()
+        except OSError:
+            pass
+        with self.serving:
+            pass
+
+    def server_close(self):
+        self.socket.close()
 
 
 def drop_privileges(user):
@@ -599,9 +713,12 @@ def drop_privileges(user):
 def check(config, host="127.0.0.1"):
     """The healthcheck: 0 when this machine's app answers /health with 200."""
     try:
-        with socket.create_connection((host, config["port"]), timeout=5) as conn:
+        conn = connect((_wire_host(host), config["port"]), 5)
+        try:
             conn.sendall(b"GET /health HTTP/1.0\r\nHost: localhost\r\n\r\n")
-            status = conn.makefile("rb").readline(MAX_LINE).split()
+            status = Stream(conn).readline(MAX_LINE).split()
+        finally:
+            conn.close()
     except OSError as exc:
         sys.stderr.write(_one_line(exc) + "\n")
         return 1
@@ -615,7 +732,7 @@ def main(argv):
     config = settings(os.environ)
     if "--check" in argv:
         return check(config)
-    Handler.hostname = socket.gethostname()
+    Handler.hostname = _socket.gethostname()
     server = Server(("0.0.0.0", config["port"]), Handler)
     drop_privileges(config["user"])
     Handler.backends = backends = Backends(config)
@@ -624,12 +741,12 @@ def main(argv):
         raise SystemExit(0)
 
     # PID 1 of a container gets no default action for these: exit on them ourselves
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    _signal.signal(_signal.SIGTERM, stop)
+    _signal.signal(_signal.SIGINT, stop)
     log(f"listening on :{config['port']} as uid {os.getuid()}; postgres "
         f"{config['db_host']}:{config['db_port']} db {config['db_name']}, redis "
         f"{config['redis_host']}:{config['redis_port']}")
-    threading.Thread(target=backends.wait, args=(config["wait"],), daemon=True).start()
+    _thread.start_new_thread(backends.wait, (config["wait"],))
     try:
         server.serve_forever()
     finally:

@@ -289,7 +289,7 @@ def test_redis_and_web_configs():
     assert c["Cmd"][:5] == ["redis-server", "--protected-mode", "no", "--bind", "0.0.0.0"]
     assert c["ExposedPorts"] == {"6379/tcp": {}} and c["Volumes"] == {"/data": {}}
     web = json.loads(di.image_config(recipe("web"), "amd64", None, layers_for("web")))["config"]
-    assert web["Cmd"] == ["python3", "/app/web.py"]
+    assert web["Cmd"] == ["python3", "-S", "/app/web.py"]
     assert web["ExposedPorts"] == {"80/tcp": {}}
     assert "User" not in web and "Entrypoint" not in web
 
@@ -649,6 +649,42 @@ def test_web_scram_matches_rfc7677():
         scram.check_server_final("v=AAAA")
     with pytest.raises(ConnectionError, match="another nonce"):
         demo_web.Scram("pencil", nonce="abc").client_final("r=xyz,s=AAAA,i=1")
+
+
+def test_web_start_and_scram_import_little():
+    """What the app's start imports (a replica's start is paid on every host of a deploy):
+    no re (base64, or the idna codec a str host takes in getaddrinfo: ~6 ms), no socket.py,
+    socketserver or threading (enum, selectors: ~7 ms)."""
+    import subprocess
+    import sys
+    path = demo_web.__file__
+    code = (f"import _socket, sys; w = {{'__name__': 'web'}}; "  # runpy would import re
+            f"exec(compile(open({path!r}).read(), {path!r}, 'exec'), w); "
+            "s = w['Scram']('pencil', nonce='n', user='u'); "
+            "s.client_final('r=nx,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=1'); "
+            "_socket.getaddrinfo(w['_wire_host']('127.0.0.1'), 80); "
+            "print(' '.join(sys.modules))")
+    loaded = set(subprocess.run([sys.executable, "-S", "-c", code], check=True,
+                                capture_output=True, text=True).stdout.split())
+    assert not loaded & {"re", "base64", "encodings.idna", "unicodedata", "socket",
+                         "socketserver", "threading", "enum", "selectors"}
+
+
+def test_web_stream_reads_lines_and_sizes():
+    import socket
+
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        theirs.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n" + b"y" * 20 + b"\nrest")
+        theirs.shutdown(socket.SHUT_WR)
+        stream = demo_web.Stream(ours)
+        assert stream.readline(100) == b"GET / HTTP/1.1\r\n"
+        assert stream.readline(3) == b"Hos"  # a limit cuts a long line
+        assert stream.readline() == b"t: x\r\n"
+        assert stream.readline(10) == b"y" * 10
+        assert stream.read(12) == b"y" * 10 + b"\nr"
+        assert stream.readline() == b"est"  # the end: what is left, then b""
+        assert stream.readline() == b"" and stream.read(5) == b""
 
 
 def _pg_message(kind, body):
