@@ -428,9 +428,9 @@ def open_links(store, name, container_id, address, targets):
     """Let the container reach its links' exposed ports on a network with icc false
     (replacing the rules it had: a target may have a new address)."""
     record = get(store, name)
-    firewall.remove(link_tag(container_id))
     if record is None or record.get("icc", True) or firewall.backend() is None:
-        return
+        return  # only a network with icc false has a container's link rules
+    firewall.remove(link_tag(container_id))
     try:
         firewall.add(link_rules(container_id, record["bridge"], address, targets), first=True)
     except firewall.FirewallError as exc:

@@ -217,3 +217,21 @@ def test_a_container_create_imports_no_launcher_and_no_collections():
                                 capture_output=True, text=True).stdout.split())
     assert not loaded & {"agent_payload.runtime.launch", "collections", "contextlib",
                          "ipaddress", "functools", "enum", "re"}
+
+
+def test_links_on_a_network_with_icc_read_no_rules(monkeypatch, tmp_path):
+    from agent_payload.oci.store import Store
+    calls = []
+    monkeypatch.setattr(firewall, "backend", lambda: "iptables")
+    monkeypatch.setattr(firewall, "remove", lambda tag: calls.append(("remove", tag)))
+    monkeypatch.setattr(firewall, "add", lambda rules, first=False: calls.append(("add",)))
+    store = Store(str(tmp_path))
+    base = tmp_path / "networks"
+    base.mkdir(exist_ok=True)
+    (base / "open.json").write_text('{"name": "open", "bridge": "fl-a", "icc": true}')
+    (base / "closed.json").write_text('{"name": "closed", "bridge": "fl-b", "icc": false}')
+    targets = [("10.90.0.3", ["5432/tcp"])]
+    network.open_links(store, "open", "c" * 64, "10.90.0.2", targets)
+    assert calls == []  # nothing to look for: link rules exist only with icc false
+    network.open_links(store, "closed", "c" * 64, "10.90.1.2", targets)
+    assert calls == [("remove", "fleet-link-cccccccccccc"), ("add",)]
