@@ -29,6 +29,11 @@ and how busy this machine's CPUs were in the 2 s before each run, when nothing o
 bench runs: other work on the machine skews the figures, so each run first waits (at
 most --quiet-wait seconds) for 2 s in which the CPUs are less than --quiet busy.
 
+--connections defaults to 10, wrk's own default. With 32, the accept queue overflowed in
+every run and a path's figure depended on how many of its clients sat out a 1 s SYN
+retransmission: NAT / direct read anywhere from 0.77x to 0.96x on the same code. With 10
+there were no overflows, and two runs of five rounds gave medians of 0.82x and 0.85x.
+
 wrk runs on the lab hosts over SSH (they see this machine's /usr/bin/wrk). busybox httpd
 answers one request per connection and wrk closes first, so every request leaves a
 TIME_WAIT socket on the wrk host: at thousands of requests/s the 28232 ephemeral ports to
@@ -41,7 +46,7 @@ is removed at the end.
 
 Writes a section of bench/RESULTS.md.
 
-Usage (as root): python3 bench/port_bench.py [--rounds 3] [--duration 10] [--connections 32]
+Usage (as root): python3 bench/port_bench.py [--rounds 3] [--duration 10] [--connections 10]
 """
 
 import argparse
@@ -217,7 +222,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
-    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--connections", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--nat-port", type=int, default=18080)
     parser.add_argument("--proxy-port", type=int, default=18081)
