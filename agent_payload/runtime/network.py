@@ -438,7 +438,13 @@ def open_links(store, name, container_id, address, targets):
 
 
 def _ports_path(store):
-    return os.path.join(_dir(store), ".ports.json")  # no network's name starts with "."
+    _dir(store)
+    return _ports_file(store.root)
+
+
+def _ports_file(store_root):
+    # in the networks directory: no network's name starts with "."
+    return os.path.join(store_root, "networks", ".ports.json")
 
 
 def _host_ports_path():
@@ -455,8 +461,7 @@ def _held_elsewhere(store, host_ports):
         if root == store.root:
             continue
         if root not in records:
-            records[root] = read_json(
-                os.path.join(root, "networks", ".ports.json"), {}) if root else {}
+            records[root] = read_json(_ports_file(root), {}) if root else {}
         if records[root].get(key) == entry.get("container"):
             held[key] = entry["container"]
     return held
