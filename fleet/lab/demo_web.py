@@ -1,9 +1,10 @@
 """The demo's web tier: a small HTTP app that reads and writes PostgreSQL and Redis.
 
 It is not imported by fleet: ``fleet.lab.demo_images`` copies this file into the
-``demo/web`` image as ``/app/web.py``, where Debian's python3 runs it (``python3 -S
-/app/web.py``). It speaks PostgreSQL's protocol (simple queries, SCRAM-SHA-256 or md5
-passwords) and Redis's (RESP), and answers HTTP/1.1, all itself, on _socket and _thread:
+``demo/web`` image as ``/app/web.py``, with its bytecode, where Debian's python3 runs it
+(``python3 -S /app/main.py``, which imports it). It speaks PostgreSQL's protocol (simple
+queries, SCRAM-SHA-256 or md5 passwords) and Redis's (RESP), and answers HTTP/1.1, all
+itself, on _socket and _thread:
 psycopg2 (libpq and what it links), redis-py (asyncio and all) and http.server (http.client,
 ssl, email, mimetypes) cost more CPU at start-up than the rest of the app, on every
 replica of a deploy, and three queries, two commands and two pages need none of them.
@@ -26,7 +27,7 @@ www-data). At start-up it keeps trying the backends for ``WAIT_SECONDS`` (defaul
 in the background, logging why they do not answer yet; a request made before they do is
 answered 503, and a lost connection is made again on the next request.
 
-``python3 -S /app/web.py --check`` asks this machine's app for /health and exits 0 when it
+``python3 -S /app/main.py --check`` asks this machine's app for /health and exits 0 when it
 answers 200 (the image's healthcheck).
 """
 

@@ -289,7 +289,8 @@ def test_redis_and_web_configs():
     assert c["Cmd"][:5] == ["redis-server", "--protected-mode", "no", "--bind", "0.0.0.0"]
     assert c["ExposedPorts"] == {"6379/tcp": {}} and c["Volumes"] == {"/data": {}}
     web = json.loads(di.image_config(recipe("web"), "amd64", None, layers_for("web")))["config"]
-    assert web["Cmd"] == ["python3", "-S", "/app/web.py"]
+    assert web["Cmd"] == ["python3", "-S", "/app/main.py"]
+    assert web["Healthcheck"]["Test"] == ["CMD", "python3", "-S", "/app/main.py", "--check"]
     assert web["ExposedPorts"] == {"80/tcp": {}}
     assert "User" not in web and "Entrypoint" not in web
 
@@ -308,10 +309,23 @@ def test_config_is_canonical_and_manifest_points_at_it():
         [("sha256:" + "b" * 64, 10), ("sha256:" + "d" * 64, 20)]
 
 
-def test_web_recipe_carries_the_app_source():
-    files = dict((path, data) for path, data, _ in recipe("web").files)
+def test_web_recipe_carries_the_app_source_and_its_bytecode():
+    web = recipe("web")
+    files = dict((path, data) for path, data, _ in web.files)
     with open(demo_web.__file__, "rb") as f:
         assert files["app/web.py"] == f.read()
+    assert b"import web" in files["app/main.py"]
+    assert "--invalidation-mode checked-hash /app" in web.after
+
+
+def test_the_web_main_runs_the_app(tmp_path):
+    import subprocess
+    import sys
+    (tmp_path / "web.py").write_bytes(b"def main(argv):\n    print(argv)\n    return 3\n")
+    (tmp_path / "main.py").write_bytes(di.WEB_MAIN)
+    done = subprocess.run([sys.executable, "-S", str(tmp_path / "main.py"), "--check"],
+                          capture_output=True, text=True)
+    assert done.returncode == 3 and done.stdout == "['--check']\n"
 
 
 def test_cache_keys_change_only_for_the_edited_image():
