@@ -4,6 +4,7 @@ Nothing leaves the machine: hosts get only their subnet route (no default route)
 bridge's per-interface IPv4 forwarding is off (the kernel then routes nothing that
 arrives from the lab), IPv6 is off on the bridge, and where iptables exists a FORWARD
 rule tagged ``fleet-lab`` drops anything between the bridge and another interface.
+Another accepts what the bridge carries from host to host, whatever FORWARD's policy.
 """
 
 import os
@@ -60,9 +61,13 @@ def ensure_bridge(config):
 
 
 def _guard_rules(config):
-    tag = ["-m", "comment", "--comment", GUARD_COMMENT, "-j", "DROP"]
-    return [["FORWARD", "-i", config.bridge, "!", "-o", config.bridge] + tag,
-            ["FORWARD", "-o", config.bridge, "!", "-i", config.bridge] + tag]
+    tag = ["-m", "comment", "--comment", GUARD_COMMENT, "-j"]
+    # The lab's hosts talk through the bridge, and br_netfilter (loaded on most machines)
+    # shows those frames to this FORWARD chain: a DROP policy there (Docker sets one)
+    # would cut host from host, so they are accepted here, before any policy.
+    return [["FORWARD", "-i", config.bridge, "!", "-o", config.bridge] + tag + ["DROP"],
+            ["FORWARD", "-o", config.bridge, "!", "-i", config.bridge] + tag + ["DROP"],
+            ["FORWARD", "-i", config.bridge, "-o", config.bridge] + tag + ["ACCEPT"]]
 
 
 def _iptables(tool, args, check=False):

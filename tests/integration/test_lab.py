@@ -66,6 +66,28 @@ def test_network_is_closed(lab):
     assert ssh_run(config, host.address, probe).strip() == "ok"
 
 
+def test_hosts_reach_each_other_under_a_forward_drop_policy(lab):
+    """Docker sets FORWARD's policy to DROP; with br_netfilter loaded the lab bridge's frames
+    pass through that chain, and the lab's own rule must still let hosts talk."""
+    import shutil
+
+    import pytest
+
+    if not shutil.which("iptables"):
+        pytest.skip("no iptables on this machine")
+    config, state = lab
+    policy = next(line.split()[2] for line in subprocess.run(
+        ["iptables", "-w", "-S", "FORWARD"], capture_output=True, text=True,
+        check=True).stdout.splitlines() if line.startswith("-P FORWARD"))
+    probe = ("/usr/bin/python3 -c \"import socket;"
+             f"socket.create_connection(('{state.hosts[1].address}', 22), 3);print('ok')\"")
+    subprocess.run(["iptables", "-w", "-P", "FORWARD", "DROP"], check=True)
+    try:
+        assert ssh_run(config, state.hosts[0].address, probe).strip() == "ok"
+    finally:
+        subprocess.run(["iptables", "-w", "-P", "FORWARD", policy], check=True)
+
+
 def test_registries_are_reachable_from_hosts(lab):
     config, state = lab
     plain = next(r for r in state.registries if r["name"] == "plain")
