@@ -58,7 +58,7 @@ def run(argv, stdin=None):
         os.close(fd)
     output = _exchange(in_w, (stdin or "").encode(), out_r, err_r)
     _, status = os.waitpid(pid, 0)
-    return Completed(_exit_code(status), output[out_r].decode(errors="replace"),
+    return Completed(exit_code(status), output[out_r].decode(errors="replace"),
                      output[err_r].decode(errors="replace"))
 
 
@@ -97,8 +97,9 @@ def _exchange(in_w, data, out_r, err_r):
     return output
 
 
-def _exit_code(status):
-    """As subprocess reports it (os.waitstatus_to_exitcode is 3.9+)."""
+def exit_code(status):
+    """A wait status as an exit code, negative when a signal ended the process (as
+    subprocess and Docker report it; os.waitstatus_to_exitcode is 3.9+)."""
     if os.WIFSIGNALED(status):
         return -os.WTERMSIG(status)
     return os.WEXITSTATUS(status)

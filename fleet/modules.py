@@ -14,7 +14,10 @@ from dataclasses import dataclass
 
 from agent_payload.serve import MODULE_NAMES
 
-CONTROLLER_ACTIONS = ("debug", "assert", "set_fact", "template")
+# Actions the controller carries out: these three stay there, template ships its output
+# to the host through copy.
+LOCAL_ACTIONS = ("debug", "assert", "set_fact")
+CONTROLLER_ACTIONS = LOCAL_ACTIONS + ("template",)
 FREE_FORM = ("command", "shell")
 PREFIXES = ("ansible.builtin.", "ansible.legacy.", "fleet.")
 RAW_PARAMS = "_raw_params"
@@ -47,9 +50,8 @@ def known_names():
 
 
 def touches_hosts(name):
-    """Whether the action ``name`` does anything on a host (template ships its output
-    with copy; debug, assert and set_fact stay on the controller)."""
-    return name not in ("debug", "assert", "set_fact")
+    """Whether the action ``name`` does anything on a host."""
+    return name not in LOCAL_ACTIONS
 
 
 def action(name):

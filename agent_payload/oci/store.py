@@ -63,21 +63,22 @@ class StoreError(Exception):
     """A store operation failed (one-line message)."""
 
 
-class _StoreLock:
-    """The store's exclusive flock (ROOT/.lock), held for a ``with`` body."""
+class FileLock:
+    """An exclusive flock on the file at ``path`` (made if missing), held for a ``with``
+    body; ``value`` is what the ``with`` gives."""
 
-    def __init__(self, store):
-        self.store = store
+    def __init__(self, path, value=None):
+        self.path, self.value = path, value
 
     def __enter__(self):
-        self.fd = os.open(os.path.join(self.store.root, ".lock"),
-                          os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0),
+                          0o600)
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX)
         except BaseException:
             os.close(self.fd)
             raise
-        return self.store
+        return self.value
 
     def __exit__(self, *exc):
         os.close(self.fd)  # releases the flock
@@ -98,8 +99,9 @@ def _hex(digest, what="digest"):
     return digest[7:]
 
 
-def remove_tree(path):
-    """Remove a directory tree (or file), making unreadable directories removable first."""
+def remove_tree(path, ignore_errors=False):
+    """Remove a directory tree (or file), making unreadable directories removable first;
+    with ``ignore_errors``, what still cannot be removed is left and the rest goes."""
     def onerror(func, failed, _exc):
         parent = os.path.dirname(failed)
         try:
@@ -108,7 +110,11 @@ def remove_tree(path):
                 os.chmod(failed, 0o700)
         except OSError:
             pass
-        func(failed)
+        try:
+            func(failed)
+        except OSError:
+            if not ignore_errors:
+                raise
 
     if os.path.isdir(path) and not os.path.islink(path):
         import shutil
@@ -117,7 +123,11 @@ def remove_tree(path):
         key = "onexc" if sys.version_info >= (3, 12) else "onerror"
         shutil.rmtree(path, **{key: onerror})
     elif os.path.lexists(path):
-        os.unlink(path)
+        try:
+            os.unlink(path)
+        except OSError:
+            if not ignore_errors:
+                raise
 
 
 class BlobFile:
@@ -203,7 +213,7 @@ class Store:
 
     def lock(self):
         """Hold the store's exclusive flock (ROOT/.lock) for the ``with`` body."""
-        return _StoreLock(self)
+        return FileLock(os.path.join(self.root, ".lock"), self)
 
     # --- blobs --------------------------------------------------------------------------
 

@@ -24,13 +24,13 @@ import errno
 import hashlib
 import os
 import queue
-import shutil
 import stat
 import subprocess
 import tempfile
 import threading
 import zlib
 
+from agent_payload import tools
 from agent_payload.oci import tarstream
 from agent_payload.oci.tarstream import TarError, TarReader
 
@@ -243,7 +243,7 @@ def unpack_layer(fileobj, dest_dir, compression, layer_digest=""):
     zstd = None
     source = fileobj
     if compression == "zstd":
-        if shutil.which("zstd") is None:
+        if tools.which("zstd") is None:
             raise UnpackError(f"zstd layer {layer} needs the zstd program on the host")
         zstd = _Zstd(fileobj, layer)
         source = zstd.stdout

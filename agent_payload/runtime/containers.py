@@ -14,7 +14,7 @@ import os
 import time
 
 from agent_payload import cgroups, jsonfile
-from agent_payload.oci.store import Store
+from agent_payload.oci.store import Store, remove_tree
 from agent_payload.runtime import connect, health, monitor, records, spec
 from agent_payload.runtime import run as runner
 from agent_payload.runtime.records import update_state
@@ -200,9 +200,7 @@ def _discard(directory, plan, store=None):
         except cgroups.CgroupError:
             pass
     runner.remove_anonymous_volumes(plan)
-    import shutil  # only a removal needs it
-
-    shutil.rmtree(directory, ignore_errors=True)
+    remove_tree(directory, ignore_errors=True)
 
 
 def remove(directory, config, force=False, stop_timeout=0):

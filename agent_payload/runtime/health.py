@@ -14,7 +14,7 @@ import os
 import select
 import time
 
-from agent_payload import jsonwire
+from agent_payload import jsonwire, tools
 
 DEFAULTS = {"interval": 30.0, "timeout": 30.0, "retries": 3, "start_period": 0.0}
 OUTPUT_LIMIT = 4096  # bytes of a check's output Docker keeps
@@ -131,7 +131,7 @@ def _check(plan, timeout, result_w):
             time.sleep(min(left, 0.01))
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:
-            code = launch.exit_code(status)
+            code = tools.exit_code(status)
             break
     os.write(result_w, jsonwire.dumps({"code": code, "output": output.decode(
         "utf-8", "replace"), "start": started, "end": time.time()}).encode())

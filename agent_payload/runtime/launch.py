@@ -24,7 +24,7 @@ import sys
 import termios
 import warnings  # noqa: F401 - os.execvpe imports it, and after pivot_root nothing can be
 
-from agent_payload import jsonwire, syscalls
+from agent_payload import jsonwire, syscalls, tools
 from agent_payload.runtime import caps, rootfs, seccomp
 
 S = syscalls
@@ -222,11 +222,6 @@ def start(plan, stdio=None):
     return int(first)
 
 
-def exit_code(status):
-    """A wait status as Docker reports exit codes (negative: ended by that signal)."""
-    return os.WEXITSTATUS(status) if os.WIFEXITED(status) else -os.WTERMSIG(status)
-
-
 # The namespaces an exec joins, the mount namespace last: joining it changes the root.
 EXEC_NAMESPACES = (("ipc", S.CLONE_NEWIPC), ("uts", S.CLONE_NEWUTS), ("net", S.CLONE_NEWNET),
                    ("cgroup", S.CLONE_NEWCGROUP), ("mnt", S.CLONE_NEWNS))
@@ -291,4 +286,4 @@ def main():
         sys.exit(1)
     _event(started=pid)
     _, status = os.waitpid(pid, 0)
-    _event(exited=exit_code(status))
+    _event(exited=tools.exit_code(status))

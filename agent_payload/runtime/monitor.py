@@ -26,9 +26,11 @@ import select
 import sys
 import time
 
-from agent_payload import cgroups, jsonfile, jsonwire, syscalls
+from agent_payload import cgroups, jsonfile, jsonwire, syscalls, tools
 from agent_payload.digests import sha256_hex
+from agent_payload.oci.store import remove_tree
 from agent_payload.runtime import records
+from agent_payload.runtime import run as runner
 from agent_payload.runtime.health import Checker
 from agent_payload.runtime.records import STOP, now, update_state
 
@@ -240,7 +242,7 @@ class Watched:
         self.close_readers()
         if self.checker is not None:
             self.checker.running = None
-        code = -1 if status is None else _launcher().exit_code(status)
+        code = -1 if status is None else tools.exit_code(status)
         oom = self.cgroup is not None and self.cgroup.oom_kills() > 0
         update_state(self.directory, status="exited", running=False, pid=0, exit_code=code,
                      oom_killed=oom, finished_at=now())
@@ -270,17 +272,13 @@ class Watched:
 
     def remove(self):
         """auto_remove: the container goes when it ends by itself."""
-        import shutil
-
         if self.cgroup is not None:
             try:
                 self.cgroup.remove()
             except cgroups.CgroupError:
                 pass
-        for mount in self.plan.get("mounts") or []:
-            if mount.get("anonymous"):
-                shutil.rmtree(os.path.dirname(mount["source"]), ignore_errors=True)
-        shutil.rmtree(self.directory, ignore_errors=True)
+        runner.remove_anonymous_volumes(self.plan)
+        remove_tree(self.directory, ignore_errors=True)
 
 
 class Monitor:

@@ -28,13 +28,12 @@ NAT (no socket listens on it) is taken for every other store too. It lives in /r
 a reboot no rule is left, and containers that restart publish their ports again.
 """
 
-import fcntl
 import os
 
 from agent_payload import tools
 from agent_payload.digests import sha256_hex as _sha256_hex
 from agent_payload.jsonfile import read_json, write_json
-from agent_payload.oci.store import DEFAULT_ROOT
+from agent_payload.oci.store import DEFAULT_ROOT, FileLock
 from agent_payload.runtime import firewall
 
 DEFAULT_NETWORK = "bridge"
@@ -68,22 +67,12 @@ def _dir(store):
     return path
 
 
-class _Locked:
+def _Locked(store):
     """The networks' lock (IPAM, records, subnets and bridges), held for the ``with``
     body: one for the host, as stores on one host share its routes and ports."""
-
-    def __init__(self, store):
-        _dir(store)
-        os.makedirs(LOCK_DIR, mode=0o700, exist_ok=True)
-        self.path = os.path.join(LOCK_DIR, "networks.lock")
-
-    def __enter__(self):
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
-        return self
-
-    def __exit__(self, *exc):
-        os.close(self.fd)
+    _dir(store)
+    os.makedirs(LOCK_DIR, mode=0o700, exist_ok=True)
+    return FileLock(os.path.join(LOCK_DIR, "networks.lock"))
 
 
 def _check_name(name):

@@ -18,7 +18,7 @@ import stat
 import sys
 
 from agent_payload import cgroups, jsonfile, jsonwire, labels
-from agent_payload.oci.store import Store
+from agent_payload.oci.store import Store, remove_tree
 from agent_payload.runtime import connect, records, spec
 
 OUTPUT_LIMIT = 1024 * 1024
@@ -210,7 +210,7 @@ def prepare_volumes(plan):
 def remove_anonymous_volumes(plan):
     for mount in plan["mounts"]:
         if mount.get("anonymous"):
-            _rmtree(os.path.dirname(mount["source"]), ignore_errors=True)
+            remove_tree(os.path.dirname(mount["source"]), ignore_errors=True)
 
 
 def write_dir(plan, host_resolv="/etc/resolv.conf"):
@@ -236,7 +236,7 @@ def write_dir(plan, host_resolv="/etc/resolv.conf"):
         with open(os.path.join(directory, "config.json"), "w") as handle:
             handle.write(jsonwire.dumps(plan))
     except BaseException:
-        _rmtree(directory, ignore_errors=True)
+        remove_tree(directory, ignore_errors=True)
         raise
     return directory
 
@@ -343,7 +343,7 @@ def run(store_root, image, options, on_terminal=None):
             except cgroups.CgroupError:
                 pass
         if options.get("rm", True):
-            _rmtree(directory, ignore_errors=True)
+            remove_tree(directory, ignore_errors=True)
             remove_anonymous_volumes(plan)
     return dict(outcome, id=container_id, rc=code, oom_killed=oom)
 
@@ -410,9 +410,3 @@ def start_exec_on_terminal(store, config, pid, options, terminal):
     launcher, events_r, _, _ = _spawn(exec_plan(store, config, pid, dict(options, tty=True)),
                                       _cgroup_of(config), terminal)
     return launcher, events_r
-
-
-def _rmtree(path, ignore_errors=False):
-    import shutil  # only removals need it; a payload that creates never imports it
-
-    shutil.rmtree(path, ignore_errors=ignore_errors)

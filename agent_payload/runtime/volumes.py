@@ -9,6 +9,7 @@ container and go with it.
 import os
 
 from agent_payload import jsonfile
+from agent_payload.oci.store import remove_tree
 from agent_payload.runtime import containers, spec
 from agent_payload.runtime.run import VOLUME_LABELS, volume_path
 
@@ -69,9 +70,7 @@ def remove(store, name, force=False):
     using = users(store, name)
     if using and not force:
         raise VolumeError(f"volume {name} is in use by {', '.join(using)} (force removes it)")
-    import shutil  # only a removal needs it
-
-    shutil.rmtree(os.path.dirname(data_path(store, name)))
+    remove_tree(os.path.dirname(data_path(store, name)))
     return True
 
 

@@ -307,7 +307,8 @@ def test_zstd_corrupt(dest):
 
 
 def test_zstd_missing(dest, monkeypatch):
-    monkeypatch.setattr(shutil, "which", lambda _name: None)
+    from agent_payload import tools
+    monkeypatch.setattr(tools, "which", lambda _name: None)
     with pytest.raises(UnpackError, match=f"zstd layer {DIGEST} needs the zstd program"):
         unpack_layer(io.BytesIO(b""), str(dest), "zstd", DIGEST)
 
