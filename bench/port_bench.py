@@ -342,13 +342,18 @@ def write_results(args, samples, where, server, client):
     nat = statistics.median(per_round)
     proxy = statistics.median(p["rps"] / d["rps"] for p, d in zip(samples["proxy"],
                                                                   samples["direct"]))
+    latency = {key: medians["NAT"][key] / medians["direct"][key] for key in ("avg", "p50", "p99")}
     background = [s["background"] for runs in samples.values() for s in runs]
     lines += [
         "",
         f"NAT / direct, requests/s: {nat:.2f}x, the median of the rounds' ratios "
         f"({', '.join(f'{r:.2f}x' for r in per_round)}; ratio of the medians "
         f"{medians['NAT']['rps'] / direct:.2f}x). Bar: within 10%, i.e. >= 0.90x: "
-        f"{'met' if nat >= 0.9 else 'not met'}. Userland proxy / direct: {proxy:.2f}x "
+        f"{'met' if nat >= 0.9 else 'not met'}. Latency, NAT / direct: avg "
+        f"{latency['avg']:.2f}x, p50 {latency['p50']:.2f}x, p99 {latency['p99']:.2f}x "
+        f"(medians; bar: at most 1.10x: "
+        f"{'met' if max(latency.values()) <= 1.1 else 'not met'}). "
+        f"Userland proxy / direct: {proxy:.2f}x "
         f"(ratio of the medians {medians['proxy']['rps'] / direct:.2f}x); proxy / NAT "
         f"{medians['proxy']['rps'] / medians['NAT']['rps']:.2f}x.",
         "",
@@ -363,8 +368,8 @@ def write_results(args, samples, where, server, client):
         "the server, the proxy and the kernel's forwarding share these cores: the load "
         "generator competes with the server for CPU, and the figures are a comparison "
         f"between paths, not a capacity (wrk's {args.threads} threads alone can take "
-        f"{args.threads} cores). The NAT and proxy rows also cross the lab's own bridge from "
-        f"{CLIENT}, which the direct row does not."
+        f"{args.threads} cores). The NAT and proxy rows also cross the lab's switch (a "
+        f"macvlan) from {CLIENT}, which the direct row does not."
         + (" busybox httpd forks a process per "
            "connection and closes it after each response, so every request is a new TCP "
            "connection (and, on the NAT path, a new conntrack entry); it listens with a "

@@ -18,7 +18,7 @@ def _fail(exc):
 def lab():
     """Simulated Linux hosts on this machine, for trying fleet and for its tests.
 
-    Each host is a network namespace on one bridge with its own sshd, hostname, PID
+    Each host is a network namespace on one switch (macvlan) with its own sshd, hostname, PID
     namespace, cgroup subtree and private /var/lib/fleet, /run, /tmp and home; the lab
     also runs three OCI registries (plain, basic auth over TLS, token auth) seeded with
     small images. Needs root. State lives in /var/lib/fleet-lab ($FLEET_LAB_DIR).

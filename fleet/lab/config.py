@@ -24,9 +24,9 @@ class LabConfig:
 
     state_dir: Path = Path(DEFAULT_STATE_DIR)
     subnet: str = DEFAULT_SUBNET
-    # Prefix of every kernel object (bridge, netns, veth, cgroup): two labs on one
+    # Prefix of every kernel object (links, netns, cgroup): two labs on one
     # machine (the user's and the test suite's) need different ones. At most 9
-    # characters, so that PREFIX-labNN fits an interface name.
+    # characters, so that its links' names (PREFIX0, PREFIXw) stay short.
     prefix: str = "fleetlab"
 
     @classmethod
@@ -43,8 +43,18 @@ class LabConfig:
                              "alphanumeric and at most 9 characters")
 
     @property
-    def bridge(self):
+    def gateway_link(self):
+        """The root namespace's port on the lab's switch; it holds the gateway address."""
         return self.prefix + "0"
+
+    @property
+    def wire(self):
+        """The parent of the switch's ports (the macvlans), one end of a veth pair."""
+        return self.prefix + "w"
+
+    @property
+    def wire_peer(self):
+        return self.prefix + "p"
 
     @property
     def network(self):
@@ -52,7 +62,7 @@ class LabConfig:
 
     @property
     def gateway(self):
-        """The bridge's address in the root namespace (registries listen here)."""
+        """The lab's address in the root namespace (registries listen here)."""
         return str(self.network.network_address + 1)
 
     @property
@@ -61,7 +71,7 @@ class LabConfig:
 
     @property
     def max_hosts(self):
-        # Two-digit host names keep PREFIX-labNN within an interface name's 15 characters.
+        # Two-digit host names: lab01 … lab99.
         return max(0, min(99, self.network.num_addresses - FIRST_HOST_OFFSET - 1))
 
     def host_name(self, index):
@@ -72,9 +82,6 @@ class LabConfig:
         return str(self.network.network_address + FIRST_HOST_OFFSET + index - 1)
 
     def netns(self, index):
-        return f"{self.prefix}-{self.host_name(index)}"
-
-    def veth(self, index):
         return f"{self.prefix}-{self.host_name(index)}"
 
     def cgroup_leaf(self, index):

@@ -78,9 +78,9 @@ def _up(config, count, step):
         host_keys[i] = hostfiles.prepare_host_dir(config, i)
 
     if missing:
-        step(f"network: bridge {config.bridge} and {len(missing)} host namespace(s)")
-    network.ensure_bridge(config)
-    # A dead host may have left its namespace and veth: start those afresh.
+        step(f"network: switch {config.gateway_link} and {len(missing)} host namespace(s)")
+    network.ensure_switch(config)
+    # A dead host may have left its namespace: start those afresh.
     network.remove_hosts(config, missing)
     network.add_hosts(config, missing)
 
@@ -133,7 +133,7 @@ def _down(config, step):
     from fleet.lab import registries
     step("stopping registries")
     registries.stop_registries(config.state_dir)
-    network.remove_bridge(config)
+    network.remove_switch(config)
     # /var/lib/fleet stays: removing a directory another lab's hosts have mounted over
     # would detach their mounts (Linux allows rmdir of mount points in other namespaces).
     if config.state_dir.exists():

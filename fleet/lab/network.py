@@ -1,10 +1,16 @@
-"""The lab's network: one bridge in the root namespace, a veth per host namespace.
+"""The lab's network: a macvlan switch, one port per host namespace and one for the root.
 
-Nothing leaves the machine: hosts get only their subnet route (no default route), the
-bridge's per-interface IPv4 forwarding is off (the kernel then routes nothing that
-arrives from the lab), IPv6 is off on the bridge, and where iptables exists a FORWARD
-rule tagged ``fleet-lab`` drops anything between the bridge and another interface.
-Another accepts what the bridge carries from host to host, whatever FORWARD's policy.
+The hosts' interfaces are macvlans in bridge mode on one parent (a veth pair that carries
+nothing further): frames between two hosts go from one namespace straight into the
+other's, the way a switch would carry them, with no bridge, no second veth and none of
+the root namespace's netfilter on the way (a bridge costs a veth hop on each side and,
+with br_netfilter, a pass through FORWARD). The root namespace has a port of its own,
+``PREFIX0``, with the gateway address the registries listen on.
+
+Nothing leaves the machine: hosts get only their subnet route (no default route),
+``PREFIX0``'s IPv4 forwarding is off (the kernel then routes nothing that arrives from
+the lab), IPv6 is off on the lab's links, and where iptables exists a FORWARD rule
+tagged ``fleet-lab`` drops anything between ``PREFIX0`` and another interface.
 """
 
 import os
@@ -44,15 +50,29 @@ def _sysctl(path, value):
         pass  # a kernel without that knob has nothing to turn off
 
 
-def ensure_bridge(config):
-    """Create the lab bridge with its address, the forwarding guard included."""
-    if not link_exists(config.bridge):
-        bridge = config.bridge
-        run_ip([], f"link add {bridge} type bridge\n"
-                   f"addr add {config.gateway}/{config.prefixlen} dev {bridge}\n"
-                   f"link set {bridge} up\n")
-    _sysctl(f"/proc/sys/net/ipv4/conf/{config.bridge}/forwarding", "0")
-    _sysctl(f"/proc/sys/net/ipv6/conf/{config.bridge}/disable_ipv6", "1")
+def ensure_switch(config):
+    """Create the switch (its parent and the root namespace's port with the gateway
+    address), the forwarding guard included."""
+    if os.path.exists(f"/sys/class/net/{config.gateway_link}/bridge"):
+        raise NetworkError(f"{config.gateway_link} is a bridge, from a lab an older fleet "
+                           "made: run `fleet lab down`, then `fleet lab up` again")
+    batch = ""
+    if not link_exists(config.wire):
+        # The far end only keeps the parent's carrier up: no ARP, so that it never
+        # answers for the gateway address in the root port's place.
+        batch += (f"link add {config.wire} type veth peer name {config.wire_peer}\n"
+                  f"link set {config.wire_peer} arp off up\n"
+                  f"link set {config.wire} arp off up\n")
+    if not link_exists(config.gateway_link):
+        batch += (f"link add link {config.wire} name {config.gateway_link} type macvlan "
+                  "mode bridge\n"
+                  f"addr add {config.gateway}/{config.prefixlen} dev {config.gateway_link}\n"
+                  f"link set {config.gateway_link} up\n")
+    if batch:
+        run_ip([], batch)
+    for link in (config.wire, config.wire_peer, config.gateway_link):
+        _sysctl(f"/proc/sys/net/ipv6/conf/{link}/disable_ipv6", "1")
+        _sysctl(f"/proc/sys/net/ipv4/conf/{link}/forwarding", "0")
     for tool in ("iptables", "ip6tables"):
         if shutil.which(tool):
             for rule in _guard_rules(config):
@@ -61,13 +81,9 @@ def ensure_bridge(config):
 
 
 def _guard_rules(config):
-    tag = ["-m", "comment", "--comment", GUARD_COMMENT, "-j"]
-    # The lab's hosts talk through the bridge, and br_netfilter (loaded on most machines)
-    # shows those frames to this FORWARD chain: a DROP policy there (Docker sets one)
-    # would cut host from host, so they are accepted here, before any policy.
-    return [["FORWARD", "-i", config.bridge, "!", "-o", config.bridge] + tag + ["DROP"],
-            ["FORWARD", "-o", config.bridge, "!", "-i", config.bridge] + tag + ["DROP"],
-            ["FORWARD", "-i", config.bridge, "-o", config.bridge] + tag + ["ACCEPT"]]
+    tag = ["-m", "comment", "--comment", GUARD_COMMENT, "-j", "DROP"]
+    return [["FORWARD", "-i", config.gateway_link, "!", "-o", config.gateway_link] + tag,
+            ["FORWARD", "-o", config.gateway_link, "!", "-i", config.gateway_link] + tag]
 
 
 def _iptables(tool, args, check=False):
@@ -78,19 +94,16 @@ def _iptables(tool, args, check=False):
 
 
 def add_hosts(config, indexes):
-    """Create the netns and veth of each host index, configured and attached."""
+    """Create the netns of each host index with its switch port, eth0, configured."""
     if not indexes:
         return
     root_batch = []
     for i in indexes:
-        ns, veth = config.netns(i), config.veth(i)
+        ns = config.netns(i)
         if not netns_exists(ns):
             root_batch.append(f"netns add {ns}")
-        if link_exists(veth):
-            root_batch.append(f"link del {veth}")
-        root_batch += [f"link add {veth} type veth peer name eth0 netns {ns}",
-                       f"link set {veth} master {config.bridge}",
-                       f"link set {veth} up"]
+        root_batch.append(f"link add link {config.wire} name eth0 netns {ns} type macvlan "
+                          "mode bridge")
     run_ip(["-force"], "\n".join(root_batch) + "\n")
     for i in indexes:
         run_ip(["-n", config.netns(i)],
@@ -99,26 +112,22 @@ def add_hosts(config, indexes):
 
 
 def remove_hosts(config, indexes):
-    """Delete the netns (and with it the veth pair) of each host index."""
+    """Delete the netns (and with it the switch port) of each host index."""
     namespaces = [config.netns(i) for i in indexes if netns_exists(config.netns(i))]
     if namespaces:
         run_ip(["-force"], "".join(f"netns del {ns}\n" for ns in namespaces))
-    # The veth dies with its namespace, but asynchronously: delete what is still there.
-    for i in indexes:
-        if link_exists(config.veth(i)):
-            try:
-                run_ip(["link", "del", config.veth(i)])
-            except NetworkError:
-                if link_exists(config.veth(i)):
-                    raise
 
 
-def remove_bridge(config):
-    """Delete the bridge and the guard rules."""
-    if link_exists(config.bridge):
-        run_ip(["link", "del", config.bridge])
+def remove_switch(config):
+    """Delete the switch (its ports go with its parent) and the guard rules; a bridge
+    ``PREFIX0`` and its accept rule, from a lab an older fleet made, go too."""
+    for link in (config.gateway_link, config.wire):
+        if link_exists(link):
+            run_ip(["link", "del", link])
+    legacy = ["FORWARD", "-i", config.gateway_link, "-o", config.gateway_link,
+              "-m", "comment", "--comment", GUARD_COMMENT, "-j", "ACCEPT"]
     for tool in ("iptables", "ip6tables"):
         if shutil.which(tool):
-            for rule in _guard_rules(config):
+            for rule in _guard_rules(config) + [legacy]:
                 while _iptables(tool, ["-D"] + rule) == 0:
                     pass

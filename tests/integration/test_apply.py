@@ -139,11 +139,10 @@ def test_a_host_that_drops_off_is_unreachable_and_others_finish(tmp_path):
                 - command: sleep 6
                 - command: "true"
             """)
-        victim = config.veth(2)
-
         def drop_link():
             time.sleep(2.0)  # inside the sleep task
-            subprocess.run(["ip", "link", "set", victim, "down"], check=True)
+            subprocess.run(["ip", "-n", config.netns(2), "link", "set", "eth0", "down"],
+                           check=True)
 
         dropper = threading.Thread(target=drop_link)
         dropper.start()

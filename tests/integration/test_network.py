@@ -180,7 +180,7 @@ def test_masquerading_to_a_stub_outside(lab, host):
     import sys
     config, state = lab
     session, store, parent, image, tag = host
-    stub, outer, inner = f"fleet-stub-{tag}", f"fsv{tag[:8]}", f"fsp{tag[:8]}"
+    stub = f"fleet-stub-{tag}"
     stub_ip = str(ipaddress.ip_network(config.subnet)[250])
     port = 18000 + int(tag[:3], 16) % 1000
     server = None
@@ -190,12 +190,11 @@ def test_masquerading_to_a_stub_outside(lab, host):
 
     try:
         sh("ip", "netns", "add", stub)
-        sh("ip", "link", "add", outer, "type", "veth", "peer", "name", inner)
-        sh("ip", "link", "set", inner, "netns", stub)
-        sh("ip", "link", "set", outer, "master", config.bridge, "up")
+        sh("ip", "link", "add", "link", config.wire, "name", "eth0", "netns", stub,
+           "type", "macvlan", "mode", "bridge")  # a port on the lab's switch
         sh("ip", "-n", stub, "addr", "add",
-           f"{stub_ip}/{ipaddress.ip_network(config.subnet).prefixlen}", "dev", inner)
-        sh("ip", "-n", stub, "link", "set", inner, "up")
+           f"{stub_ip}/{ipaddress.ip_network(config.subnet).prefixlen}", "dev", "eth0")
+        sh("ip", "-n", stub, "link", "set", "eth0", "up")
         server = subprocess.Popen(["ip", "netns", "exec", stub, sys.executable, "-c",
                                    STUB_SERVER, str(port)])
         results = {}
@@ -219,4 +218,3 @@ def test_masquerading_to_a_stub_outside(lab, host):
             server.terminate()
             server.wait(10)
         subprocess.run(["ip", "netns", "del", stub], capture_output=True)
-        subprocess.run(["ip", "link", "del", outer], capture_output=True)

@@ -20,7 +20,8 @@ def test_defaults():
     assert config.state_dir == Path("/var/lib/fleet-lab")
     assert config.subnet == "10.231.0.0/24"
     assert config.prefix == "fleetlab"
-    assert config.bridge == "fleetlab0"
+    assert (config.gateway_link, config.wire, config.wire_peer) == \
+        ("fleetlab0", "fleetlabw", "fleetlabp")
     assert config.gateway == "10.231.0.1"
     assert config.prefixlen == 24
     assert config.max_hosts == 99
@@ -37,7 +38,7 @@ def test_names_and_addresses(index, name, address):
     config = LabConfig()
     assert config.host_name(index) == name
     assert config.host_address(index) == address
-    assert config.netns(index) == config.veth(index) == config.cgroup_leaf(index) == \
+    assert config.netns(index) == config.cgroup_leaf(index) == \
         f"fleetlab-{name}"
     assert config.host_dir(index) == Path("/var/lib/fleet-lab/hosts") / name
 
@@ -79,7 +80,7 @@ def test_groups(count, web, db):
 @pytest.mark.parametrize("prefix", ["fleetlab", "fleet", "fleettest", "fleetT1"])
 def test_good_prefixes(prefix):
     config = LabConfig(prefix=prefix)
-    assert config.bridge == prefix + "0"
+    assert config.gateway_link == prefix + "0"
     assert config.netns(3) == f"{prefix}-lab03"
 
 
@@ -102,15 +103,10 @@ def test_from_env(monkeypatch, tmp_path):
     assert LabConfig.from_env() == LabConfig()
 
 
-def test_interface_names_fit_for_two_digit_hosts():
+def test_interface_names_fit():
     config = LabConfig(prefix="fleettest")  # the longest prefix allowed
-    assert len(config.veth(99)) < IFNAMSIZ
-    assert len(config.bridge) < IFNAMSIZ
-
-
-def test_interface_names_fit_for_every_allowed_host():
-    config = LabConfig(prefix="fleettest")
-    assert len(config.veth(config.max_hosts)) < IFNAMSIZ
+    assert all(len(name) < IFNAMSIZ
+               for name in (config.gateway_link, config.wire, config.wire_peer))
 
 
 # This machine's kind: cgroup v1 with separate cpu and cpuacct hierarchies, a named
