@@ -12,7 +12,7 @@ import os
 import shutil
 from dataclasses import asdict
 
-from fleet.lab import hostfiles, keys, network, processes
+from fleet.lab import disk, hostfiles, keys, network, processes
 from fleet.lab.state import LabError, LabHost, LabState, load_state, save_state
 
 __all__ = ["LabError", "LabHost", "LabState", "down", "load_state", "status", "up"]
@@ -70,6 +70,10 @@ def _up(config, count, step):
     missing = [i for i in range(1, count + 1) if i not in running]
 
     _prepare_dirs(config)
+    if missing and not disk.mounted(config):
+        why_not = disk.ensure(config)
+        step("hosts' disk: " + (f"a plain directory ({why_not})" if why_not else
+                                f"journaled ext4 in {disk.image_path(config)}"))
     client_public = keys.ensure_ed25519_key(config.client_key_path)
     hostfiles.write_if_changed(config.authorized_keys_path, client_public + "\n")
     etc_files = hostfiles.write_etc(config)
@@ -134,6 +138,7 @@ def _down(config, step):
     step("stopping registries")
     registries.stop_registries(config.state_dir)
     network.remove_switch(config)
+    disk.remove(config)
     # /var/lib/fleet stays: removing a directory another lab's hosts have mounted over
     # would detach their mounts (Linux allows rmdir of mount points in other namespaces).
     if config.state_dir.exists():

@@ -45,6 +45,9 @@ def leftovers(config):
               if line.startswith(config.prefix + "-")]
     found += [f"link {name}" for name in os.listdir("/sys/class/net")
               if name.startswith(config.prefix)]
+    with open("/proc/self/mountinfo") as mounts:
+        found += [f"mount {line.split()[4]}" for line in mounts
+                  if line.split()[4].startswith(str(config.state_dir) + "/")]
     for root, dirs, _ in os.walk("/sys/fs/cgroup"):
         found += [f"cgroup {root}/{d}" for d in dirs if d.startswith(config.prefix + "-")]
         if root.count("/") > 6:

@@ -54,6 +54,22 @@ def test_each_host_has_its_own_cgroup_subtree(lab):
         ssh_run(config, host.address, "rmdir /sys/fs/cgroup/pids/fleet-test-cg")
 
 
+def test_hosts_live_on_a_journaled_disk(lab):
+    """The hosts' files are on the lab's own ext4 image, with a journal (the machine's
+    filesystem may have none), private to root."""
+    config, state = lab
+    target = config.state_dir / "hosts"
+    source = subprocess.run(["findmnt", "-n", "-o", "SOURCE,FSTYPE", str(target)],
+                            capture_output=True, text=True, check=True).stdout.split()
+    assert source[1] == "ext4" and source[0].startswith("/dev/loop"), source
+    assert os.path.isdir(f"/proc/fs/jbd2/{os.path.basename(source[0])}-8")
+    assert os.stat(config.state_dir / "disk.img").st_mode & 0o777 == 0o600
+    written = ssh_run(config, state.hosts[0].address,
+                      "echo probe > /var/lib/fleet/fleet-disk-probe && stat -c %d "
+                      "/var/lib/fleet/fleet-disk-probe && rm /var/lib/fleet/fleet-disk-probe")
+    assert int(written) == os.stat(target).st_dev
+
+
 def test_network_is_closed(lab):
     config, state = lab
     host = state.hosts[0]
