@@ -25,7 +25,7 @@ import termios
 import warnings  # noqa: F401 - os.execvpe imports it, and after pivot_root nothing can be
 
 from agent_payload import jsonwire, syscalls, tools
-from agent_payload.runtime import caps, rootfs, seccomp
+from agent_payload.runtime import caps, netlink, rootfs, seccomp
 
 S = syscalls
 # What PID 1 unshares for itself; its PID namespace comes from start()'s middle process.
@@ -153,8 +153,10 @@ def _child(plan, error_w):
         # the process is in when it is made.
         flags = NAMESPACES | (S.CLONE_NEWNET if plan.get("network_mode") == "none" else 0)
         S.unshare(flags)
-        if plan.get("netns"):  # its network's namespace, made ready by the payload
+        if plan.get("netns"):  # its network's namespace, made by the payload
             S.setns_path(plan["netns"], S.CLONE_NEWNET)
+            if plan.get("net_setup"):  # and its inside left to this process
+                netlink.configure(plan["net_setup"])
         rootfs.setup(plan)
         _become(plan, program)
         if plan.get("init"):
