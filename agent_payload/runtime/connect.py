@@ -101,12 +101,8 @@ def join(store, plan):
         project = labels.project_of(plan)
         made_for = {labels.PROJECT: project} if project and name != network.DEFAULT_NETWORK \
             else None  # a network made on first use is its project's, but never bridge
-        settings = network.attach(store, name, plan["id"], plan.get("ports"), made_for,
-                                  inside=False)
+        settings = network.attach(store, name, plan["id"], plan.get("ports"), made_for)
         plan["netns"] = settings["netns"]
-        plan["net_setup"] = {"address": settings["IPAddress"],
-                             "prefixlen": settings["IPPrefixLen"],
-                             "gateway": settings["Gateway"]}
         plan["published"] = settings["Ports"]
         plan["network_settings"] = {name: {k: v for k, v in settings.items()
                                            if k not in ("netns", "Ports")}}

@@ -155,8 +155,10 @@ def _child(plan, error_w):
         S.unshare(flags)
         if plan.get("netns"):  # its network's namespace, made by the payload
             S.setns_path(plan["netns"], S.CLONE_NEWNET)
-            if plan.get("net_setup"):  # and its inside left to this process
-                netlink.configure(plan["net_setup"])
+            for settings in (plan.get("network_settings") or {}).values():
+                # its own network (not one shared with container:NAME): the inside is ours
+                netlink.configure(settings["IPAddress"], settings["IPPrefixLen"],
+                                  settings["Gateway"])
         rootfs.setup(plan)
         _become(plan, program)
         if plan.get("init"):

@@ -4,8 +4,9 @@
 
 The container's PID 1 calls ``configure`` right after it joins the namespace the payload
 made (launch.py), so a create costs one ``ip`` run (the namespace, the veth pair and its
-host end) instead of two; each run costs about 2 ms of CPU. A restarted PID 1 finds
-its address and route in place, which is no error.
+host end) instead of two; each run costs about 2 ms of CPU. A restarted PID 1, or one
+whose container an older payload made (it set up the inside with ip), finds its address
+and route in place, which is no error.
 """
 
 import _socket
@@ -61,25 +62,25 @@ class _Route:
                 offset += max(_HEADER.size, (length + 3) & ~3)
 
 
-def configure(setup, device="eth0"):
-    """Bring up lo and ``device`` with ``setup``'s address ({"address", "prefixlen",
-    "gateway"}), and route everything else through the gateway."""
+def configure(address, prefixlen, gateway, device="eth0"):
+    """Bring up lo and ``device`` with ``address``/``prefixlen``, and route everything
+    else through ``gateway``."""
     route = _Route()
     try:
         for name in ("lo", device):
             index = _socket.if_nametoindex(name)
             route.ask(RTM_NEWLINK, 0, struct.pack("=BxHiII", 0, 0, index, IFF_UP, IFF_UP),
                       f"ip link set {name} up")
-        address = _socket.inet_aton(setup["address"])
+        packed = _socket.inet_aton(address)
         route.ask(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL,
-                  struct.pack("=BBBBI", _socket.AF_INET, setup["prefixlen"], 0,
-                              RT_SCOPE_UNIVERSE, index)
-                  + _attribute(IFA_LOCAL, address) + _attribute(IFA_ADDRESS, address),
-                  f"ip addr add {setup['address']}/{setup['prefixlen']} dev {device}")
+                  struct.pack("=BBBBI", _socket.AF_INET, prefixlen, 0, RT_SCOPE_UNIVERSE,
+                              index)
+                  + _attribute(IFA_LOCAL, packed) + _attribute(IFA_ADDRESS, packed),
+                  f"ip addr add {address}/{prefixlen} dev {device}")
         route.ask(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL,
                   struct.pack("=BBBBBBBBI", _socket.AF_INET, 0, 0, 0, RT_TABLE_MAIN,
                               RTPROT_BOOT, RT_SCOPE_UNIVERSE, RTN_UNICAST, 0)
-                  + _attribute(RTA_GATEWAY, _socket.inet_aton(setup["gateway"])),
-                  f"ip route add default via {setup['gateway']}")
+                  + _attribute(RTA_GATEWAY, _socket.inet_aton(gateway)),
+                  f"ip route add default via {gateway}")
     finally:
         route.close()

@@ -299,12 +299,12 @@ def netns_name(container_id):
     return "fleet-" + container_id[:12]
 
 
-def attach(store, name, container_id, mappings=None, labels=None, inside=True):
+def attach(store, name, container_id, mappings=None, labels=None):
     """Give the container an address on network ``name`` (made with ``labels`` if new)
     and its namespace, and publish ``mappings`` (spec.parse_port's); return its settings
-    (IPAddress, Gateway, IPPrefixLen, MacAddress, NetworkID, netns, Ports). ``inside``
-    false leaves the namespace's own interfaces (address, lo, default route) to the
-    container's PID 1 (netlink.configure), which saves an ip run."""
+    (IPAddress, Gateway, IPPrefixLen, MacAddress, NetworkID, netns, Ports). The inside of
+    the namespace (lo and eth0 up, the address, the default route) is left to whoever
+    enters it first: the container's PID 1 (netlink.configure)."""
     record = ensure(store, name, labels=labels)
     prefixlen = _prefixlen(record)
     ipam_path = os.path.join(_dir(store), f"{name}.ipam.json")
@@ -318,16 +318,11 @@ def attach(store, name, container_id, mappings=None, labels=None, inside=True):
         write_json(ipam_path, used)
     ns, outer = netns_name(container_id), "fleetv" + container_id[:8]
     try:
-        # one ip run outside, one inside the namespace (unless PID 1 does that part):
-        # each process costs ~2 ms of CPU
+        # one ip run (a process costs ~2 ms of CPU); the inside is PID 1's, over netlink
         _ip(commands=f"netns add {ns}\n"
                      f"link add {outer} type veth peer name eth0 netns {ns} "
                      f"address {_mac(address)}\n"
                      f"link set {outer} master {record['bridge']} up\n")
-        if inside:
-            _ip("-n", ns, commands=f"addr add {address}/{prefixlen} dev eth0\n"
-                                   "link set eth0 up\nlink set lo up\n"
-                                   f"route add default via {record['gateway']}\n")
         ports = publish(store, container_id, address, mappings or [],
                         record.get("userland_proxy", False))
     except NetworkError:

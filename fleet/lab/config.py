@@ -87,8 +87,13 @@ class LabConfig:
     def cgroup_leaf(self, index):
         return f"{self.prefix}-{self.host_name(index)}"
 
+    @property
+    def hosts_dir(self):
+        """Where the hosts' own directories are (the lab's disk is mounted there)."""
+        return self.state_dir / "hosts"
+
     def host_dir(self, index):
-        return self.state_dir / "hosts" / self.host_name(index)
+        return self.hosts_dir / self.host_name(index)
 
     @property
     def inventory_path(self):

@@ -14,15 +14,13 @@ import os
 import shutil
 import subprocess
 
+from fleet.lab.state import LabError
+
 IMAGE_NAME = "disk.img"
 # Sparse: the file takes only what the hosts write. Never more than the machine has free,
 # so that the lab's filesystem fills up before the one under it.
 MAX_SIZE = 64 << 30
 MIN_SIZE = 1 << 30
-
-
-def hosts_dir(config):
-    return config.state_dir / "hosts"
 
 
 def image_path(config):
@@ -35,13 +33,13 @@ def image_size(free_bytes):
 
 
 def mounted(config):
-    return os.path.ismount(hosts_dir(config))
+    return os.path.ismount(config.hosts_dir)
 
 
 def ensure(config):
     """Mount the hosts' disk (made first if new); return None, or why the hosts'
     directories stay on the machine's own filesystem (one line)."""
-    target = hosts_dir(config)
+    target = config.hosts_dir
     target.mkdir(parents=True, exist_ok=True)
     if mounted(config):
         return None
@@ -49,7 +47,8 @@ def ensure(config):
         return (f"{target} already holds the hosts' files (a lab made by an older fleet: "
                 "`fleet lab down`, then up again)")
     image = image_path(config)
-    if not image.exists():
+    made = not image.exists()
+    if made:
         if not shutil.which("mkfs.ext4"):
             return "mkfs.ext4 not found (Debian package e2fsprogs)"
         stat = os.statvfs(config.state_dir)
@@ -60,16 +59,18 @@ def ensure(config):
             os.close(handle)
         # lazy_itable_init with noinit_itable below: no background zeroing of the inode
         # tables, which would write a gigabyte into the sparse file for nothing.
-        made = subprocess.run(["mkfs.ext4", "-q", "-F", "-m", "0",
-                               "-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard",
-                               str(image)], capture_output=True, text=True)
-        if made.returncode != 0:
+        formatted = subprocess.run(["mkfs.ext4", "-q", "-F", "-m", "0",
+                                    "-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard",
+                                    str(image)], capture_output=True, text=True)
+        if formatted.returncode != 0:
             image.unlink()
-            return "mkfs.ext4: " + _last_line(made.stderr)
+            return f"mkfs.ext4 {image}: " + _last_line(formatted.stderr)
     done = subprocess.run(["mount", "-o", "loop,noinit_itable", str(image), str(target)],
                           capture_output=True, text=True)
     if done.returncode != 0:
-        return "mount -o loop: " + _last_line(done.stderr)
+        if made:  # nothing on it yet: the hosts go to the plain directory instead
+            image.unlink()
+        return f"mount -o loop {image} {target}: " + _last_line(done.stderr)
     return None
 
 
@@ -77,9 +78,12 @@ def remove(config):
     """Unmount the hosts' disk and delete its image. A host process that outlived the
     lab keeps the filesystem busy: it is then detached, and freed when that one ends."""
     if mounted(config):
-        target = str(hosts_dir(config))
+        target = str(config.hosts_dir)
         if subprocess.run(["umount", target], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", target], capture_output=True, check=True)
+            lazy = subprocess.run(["umount", "-l", target], capture_output=True, text=True)
+            if lazy.returncode != 0:
+                raise LabError(f"cannot unmount the lab's disk at {target}: "
+                               + _last_line(lazy.stderr))
     image = image_path(config)
     if image.exists():
         image.unlink()

@@ -158,7 +158,7 @@ def status(config):
 def _prepare_dirs(config):
     config.state_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(config.state_dir, 0o755)
-    (config.state_dir / "hosts").mkdir(exist_ok=True)
+    config.hosts_dir.mkdir(exist_ok=True)
     config.homes.mkdir(exist_ok=True)
     for point in MACHINE_MOUNT_POINTS:
         os.makedirs(point, 0o700, exist_ok=True)

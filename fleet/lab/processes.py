@@ -120,7 +120,7 @@ def stop_hosts(config, hosts):
 
 def kill_strays(config):
     """Kill lab sshds the state file lost track of (an up that crashed before saving)."""
-    marker = str(config.state_dir / "hosts").encode() + b"/"
+    marker = str(config.hosts_dir).encode() + b"/"
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue

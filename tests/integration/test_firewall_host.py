@@ -69,8 +69,14 @@ def test_published_port_through_nat(tool, tmp_path):
         ports = [{{"host_ip": "", "host_port": 0, "port": 8080, "proto": "tcp"}},
                  {{"host_ip": "127.0.0.1", "host_port": 0, "port": 8080, "proto": "tcp"}}]
         settings = network.attach(store, "fleetfw", cid, ports)
+        # what the container's PID 1 does first: the inside of its namespace
+        serve = ("import http.server, sys; from agent_payload.runtime import netlink; "
+                 "netlink.configure(sys.argv[1], int(sys.argv[2]), sys.argv[3]); "
+                 "http.server.ThreadingHTTPServer(('', 8080), "
+                 "http.server.SimpleHTTPRequestHandler).serve_forever()")
         server = subprocess.Popen(["ip", "netns", "exec", network.netns_name(cid),
-                                   {sys.executable!r}, "-m", "http.server", "8080"],
+                                   {sys.executable!r}, "-c", serve, settings["IPAddress"],
+                                   str(settings["IPPrefixLen"]), settings["Gateway"]],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         answers = []
         try:

@@ -58,7 +58,7 @@ def test_hosts_live_on_a_journaled_disk(lab):
     """The hosts' files are on the lab's own ext4 image, with a journal (the machine's
     filesystem may have none), private to root."""
     config, state = lab
-    target = config.state_dir / "hosts"
+    target = config.hosts_dir
     source = subprocess.run(["findmnt", "-n", "-o", "SOURCE,FSTYPE", str(target)],
                             capture_output=True, text=True, check=True).stdout.split()
     assert source[1] == "ext4" and source[0].startswith("/dev/loop"), source

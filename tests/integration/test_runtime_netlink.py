@@ -21,14 +21,14 @@ from agent_payload.runtime import netlink
 # eth0 as the payload leaves it: a veth end in the namespace, down, with no address.
 subprocess.run(["ip", "link", "add", "eth0", "type", "veth", "peer", "name", "fleetnlpeer"],
                check=True)
-setup = {"address": "10.93.4.7", "prefixlen": 24, "gateway": "10.93.4.1"}
-netlink.configure(setup)
+setup = ("10.93.4.7", 24, "10.93.4.1")
+netlink.configure(*setup)
 first = subprocess.run(["ip", "-j", "addr", "show"], capture_output=True, text=True).stdout
-netlink.configure(setup)
+netlink.configure(*setup)
 second = subprocess.run(["ip", "-j", "addr", "show"], capture_output=True, text=True).stdout
 routes = subprocess.run(["ip", "-j", "route", "show"], capture_output=True, text=True).stdout
 try:
-    netlink.configure({"address": "10.93.4.8", "prefixlen": 24, "gateway": "10.93.9.1"})
+    netlink.configure("10.93.4.8", 24, "10.93.9.1")
     refused = ""
 except netlink.NetlinkError as exc:
     refused = str(exc)

@@ -17,12 +17,12 @@ def test_without_mkfs_the_hosts_stay_on_the_machines_filesystem(tmp_path, monkey
     monkeypatch.setattr(disk.shutil, "which", lambda name: None)
     config = LabConfig(Path(tmp_path))
     assert "e2fsprogs" in disk.ensure(config)
-    assert not disk.image_path(config).exists() and disk.hosts_dir(config).is_dir()
+    assert not disk.image_path(config).exists() and config.hosts_dir.is_dir()
 
 
 def test_hosts_already_there_are_not_hidden(tmp_path):
     config = LabConfig(Path(tmp_path))
-    (disk.hosts_dir(config) / "lab01").mkdir(parents=True)
+    (config.hosts_dir / "lab01").mkdir(parents=True)
     assert "already holds" in disk.ensure(config)
     assert not disk.image_path(config).exists()
 
