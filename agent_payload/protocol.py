@@ -4,7 +4,8 @@ One SSH channel carries frames in both directions. A frame is a 9-byte header
 (body length: uint32, kind: uint8, request id: uint32, all big-endian) and a body:
 
 - MSG:  a UTF-8 JSON object. Controller to host: ``{"op": "call", "module", "params"}``,
-        ``{"op": "cancel"}``, ``{"op": "resize", "rows", "cols"}``. Host to controller:
+        ``{"op": "cancel"}``, ``{"op": "resize", "rows", "cols"}``, ``{"op": "forget"}``
+        (id 0: a new command on a session kept between commands). Host to controller:
         ``{"ev": "hello"}`` (id 0), ``{"ev": "progress", ...}``, ``{"ev": "result",
         "result": {...}}``, ``{"ev": "error", "msg": ...}``.
 - DATA: raw bytes of a request's stream (file content going up, a pty's or a log's

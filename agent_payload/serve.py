@@ -21,6 +21,8 @@ HEARTBEAT_SECONDS = 1.0
 # How long requests get to wind down after the controller went away.
 CANCEL_GRACE_SECONDS = 5.0
 
+# Modules whose forget() drops what this process learned about its host (see "forget").
+RUN_STATE = ("agent_payload.tools", "agent_payload.runtime.firewall")
 # Modules the controller may call; nothing else under agent_payload is importable by name.
 MODULE_NAMES = ("facts", "ping", "command", "shell", "file", "copy", "image", "image_info",
                 "container_run", "container", "container_info", "container_exec", "volume",
@@ -177,6 +179,13 @@ class Server:
             if ctx is not None:
                 ctx.cancel_event.set()
                 ctx.feed(b"")
+        elif op == "forget":
+            # The next command on a session kept between commands (the controller's
+            # ControlPersist): the host may have changed since, so learn it anew.
+            for name in RUN_STATE:
+                module = sys.modules.get(name)
+                if module is not None:
+                    module.forget()
         elif op == "resize":
             ctx = self._get(req_id)
             if ctx is not None:

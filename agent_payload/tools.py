@@ -22,6 +22,11 @@ class Completed:
         self.stderr = stderr
 
 
+def forget():
+    """Look every tool up again (a kept payload process, a new command)."""
+    _found.clear()
+
+
 def which(name):
     """The path of executable ``name`` on PATH (or the usual sbin and bin), else None."""
     if name not in _found:

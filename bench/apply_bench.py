@@ -4,9 +4,9 @@ Workloads (bench/workloads/): (a) ten `command: true` tasks with changed_when fa
 (b) copy a 1 MiB random file and set its mode, (c) a directory and a template in it.
 Each tool runs each workload twice (the first run makes the changes, the second must
 change nothing); every command is timed as a whole process, started when the machine is
-quiet (see run). ansible runs with
-pipelining and ControlPersist on, gather_facts false, forks = hosts; pyinfra with
---parallel = hosts. Appends a section to bench/RESULTS.md.
+quiet (see run). ansible runs with pipelining and ControlPersist on, gather_facts false,
+forks = hosts; fleet keeps its sessions too (ControlPersist 60 s, its default); pyinfra
+with --parallel = hosts. Appends a section to bench/RESULTS.md.
 
 Usage (as root): python3 bench/apply_bench.py [--hosts 32] [--runs 5]
 """
@@ -104,7 +104,8 @@ def main():
                ANSIBLE_SSH_ARGS="-o ControlMaster=auto -o ControlPersist=60s",
                ANSIBLE_SSH_CONTROL_PATH_DIR=str(control), ANSIBLE_HOME=str(work / "ah"),
                ANSIBLE_NOCOLOR="1", ANSIBLE_CONFIG=str(work / "ansible.cfg"),
-               ANSIBLE_RETRY_FILES_ENABLED="False")
+               ANSIBLE_RETRY_FILES_ENABLED="False",
+               FLEET_SESSIONS_DIR=str(work / "fs"))
     (work / "ansible.cfg").write_text("[defaults]\n")
     timings = {}
     try:
@@ -129,6 +130,7 @@ def main():
         for sock in control.iterdir():
             subprocess.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "bench"],
                            capture_output=True)
+        subprocess.run([fleet, "sessions", "close"], env=env, capture_output=True)
         shutil.rmtree(work, ignore_errors=True)
     write_results(timings, tools, args)
 

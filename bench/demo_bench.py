@@ -3,6 +3,10 @@ per host, with the images already on the hosts; wall time of `fleet apply` (a fi
 deploy: nothing of the project runs) and per host, and the time until every host's
 port 8887 answers. Bar: 32 hosts in under 3x the time of 3 hosts.
 
+Sessions are kept between commands (ControlPersist, 60 s by default): an apply finds the
+payload sessions the last down left. --cold makes every command connect anew
+(FLEET_PERSIST=no), as a first command of the day does.
+
 One lab of the largest size (`fleet lab up --hosts N --demo`); the images go onto every
 host by an apply and down per size (after a down --images, so that no host keeps an older
 build), then each round deploys every size in turn to the first N hosts (an inventory grouped as
@@ -13,7 +17,7 @@ other, the ratio between them carried that drift. Runs in a lab of its own
 ($FLEET_LAB_DIR, default /var/lib/fleet-lab-bench on 10.234.0.0/24), brought down at the
 end unless --keep.
 
-Usage (as root): python3 bench/demo_bench.py [--sizes 3 8 32] [--runs 5]
+Usage (as root): python3 bench/demo_bench.py [--sizes 3 8 32] [--runs 5] [--cold]
 """
 
 import argparse
@@ -138,7 +142,14 @@ def main():
     parser.add_argument("--keep", action="store_true", help="leave the bench's lab up")
     parser.add_argument("--light", action="store_true",
                         help="also deploy with busybox httpd as the web tier")
+    parser.add_argument("--cold", action="store_true",
+                        help="no session kept between commands (FLEET_PERSIST=no)")
     args = parser.parse_args()
+    if args.cold:
+        os.environ["FLEET_PERSIST"] = "no"
+    sessions = ("a connection per command (FLEET_PERSIST=no)" if args.cold else
+                "sessions kept between commands (FLEET_PERSIST="
+                f"{os.environ.get('FLEET_PERSIST') or 'unset: 60s'})")
     sizes = sorted(set(args.sizes))
     fleet = fleet_bin()
     precompile()
@@ -146,11 +157,13 @@ def main():
         demo = measure(fleet, sizes, args.runs, PLAYBOOK)
         light = measure(fleet, sizes, args.runs, light_playbook()) if args.light else {}
     finally:
+        run(fleet, "sessions", "close", check=False)
         if not args.keep:
             run(fleet, "lab", "down", check=False)
     first, last = sizes[0], sizes[-1]
     lines = [
-        f"## Demo deploy: bestwebappever on N hosts ({datetime.date.today()}, "
+        f"## Demo deploy{' (cold)' if args.cold else ''}: bestwebappever on N hosts "
+        f"({datetime.date.today()}, "
         f"`{' '.join(['python3 bench/demo_bench.py'] + sys.argv[1:])}`)",
         "",
         "PostgreSQL and Redis on one host, one web replica per host linked to both (across "
@@ -159,7 +172,7 @@ def main():
         f"(grouped as `fleet lab up --hosts N` groups them); {args.runs} rounds, the sizes "
         "taking turns in each (so that the machine's drift over minutes falls on every "
         f"size alike), each apply started once the CPUs were less than {QUIET:.0%} busy for "
-        f"{QUIET_WINDOW} s; medians. All lab hosts share this machine's 2 CPUs.",
+        f"{QUIET_WINDOW} s; medians; {sessions}. All lab hosts share this machine's 2 CPUs.",
         "",
         "| hosts | fleet apply (s) | per host (ms) | until every host answers (s) |"
         + (" apply, busybox web (s) |" if light else ""),
@@ -180,7 +193,7 @@ def main():
                  f"{statistics.median(light[last][0]) / statistics.median(light[first][0]):.2f}x"
                  if light else "") + "."]
     print("\n".join(lines))
-    replace_section("## Demo deploy", lines)
+    replace_section("## Demo deploy (cold):" if args.cold else "## Demo deploy:", lines)
 
 
 if __name__ == "__main__":

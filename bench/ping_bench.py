@@ -1,7 +1,8 @@
 """Time `fleet ping` against `ansible all -m ping` and two SSH floors on 1, 8 and 32 lab hosts.
 
 Every command is timed as a whole process (interpreter start and imports included):
-- fleet ping, payload already cached on the hosts (one warm-up run first);
+- fleet ping, payload already cached on the hosts, sessions kept between commands (its
+  default ControlPersist; one warm-up run first);
 - ansible all -m ping with pipelining and ControlPersist on, forks = hosts (warm masters);
 - OpenSSH floor: one cold `ssh HOST /usr/bin/python3 -c pass` per host, all in parallel;
 - paramiko floor: the same over paramiko in threads (bench/paramiko_floor.py).
@@ -116,7 +117,8 @@ def main():
                ANSIBLE_SSH_ARGS="-o ControlMaster=auto -o ControlPersist=60s",
                ANSIBLE_SSH_CONTROL_PATH_DIR=str(control_dir), ANSIBLE_HOME=str(work / "ah"),
                ANSIBLE_NOCOLOR="1", ANSIBLE_LOCALHOST_WARNING="False",
-               ANSIBLE_CONFIG=str(work / "ansible.cfg"))
+               ANSIBLE_CONFIG=str(work / "ansible.cfg"),
+               FLEET_SESSIONS_DIR=str(work / "fs"))
     (work / "ansible.cfg").write_text("[defaults]\n")
     rows = []
     commands = {}
@@ -141,6 +143,7 @@ def main():
         for sock in control_dir.iterdir():
             subprocess.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "fleet-bench"],
                            capture_output=True)
+        subprocess.run([fleet, "sessions", "close"], env=env, capture_output=True)
         shutil.rmtree(work, ignore_errors=True)
     write_results(rows, commands, args.runs)
 

@@ -118,6 +118,12 @@ def nft_statement(rule):
 _ready = set()  # chains known to exist in this process (set up once, not per rule)
 
 
+def forget():
+    """Check fleet's chains again before the next rule (a kept payload process, a new
+    command: someone may have flushed them since)."""
+    _ready.clear()
+
+
 def _ipt_saved():
     """{table: [line]} of every table, from one iptables-save run. Fleet's chains seen
     there whole (chain and jump) count as made for the rest of the process."""

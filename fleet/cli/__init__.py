@@ -43,6 +43,7 @@ COMMANDS = {
     "stop": ("fleet.cli.containers", "stop"),
     "rm": ("fleet.cli.containers", "rm"),
     "top": ("fleet.cli.containers", "top"),
+    "sessions": ("fleet.cli.sessions", "sessions"),
 }
 SUMMARIES = {
     "apply": "Run a playbook on the inventory's hosts (check, diff, tags, limit).",
@@ -69,6 +70,7 @@ SUMMARIES = {
     "stop": "Stop containers on a host (stop signal, then SIGKILL).",
     "rm": "Remove containers from a host (-f: even running ones).",
     "top": "Show the running containers' CPU and memory (like docker stats).",
+    "sessions": "SSH sessions kept between commands (ControlPersist): ls, close.",
 }
 
 

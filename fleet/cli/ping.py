@@ -20,8 +20,9 @@ def ping(inventory_path, pattern, limit, forks, output, timeout):
     """Connect to every host in PATTERN (default all) and ask the payload for its facts.
 
     Prints, per host: reachable, python version, kernel, cgroup mode, overlayfs, user
-    namespaces, whether the payload was cached or uploaded, and the round trip of one
-    request on the open session. Exits 4 when any host is unreachable.
+    namespaces, whether the payload was cached, uploaded or kept (a session kept from an
+    earlier command: see fleet sessions), and the round trip of one request on the open
+    session. Exits 4 when any host is unreachable.
 
     \b
     Example:

@@ -5,7 +5,7 @@ import re
 import sys
 
 # Only the styles fleet itself writes are markup; anything else in brackets is text.
-_MARKUP = re.compile(r"(?<!\\)\[/?(?:red|green|yellow|bold|dim)\]")
+_MARKUP = re.compile(r"(?<!\\)\[/?(?:red|green|yellow|cyan|bold|dim)\]")
 
 
 def escape(text):

@@ -1,7 +1,8 @@
 """A persistent payload session on one host: one SSH channel, many requests.
 
 ``Session.open`` connects, starts the payload (uploading it only when the host lacks
-this version) and waits for its hello. ``start`` sends a request and returns a
+this version) and waits for its hello, or leases a session the keeper holds (see
+persist.py). ``start`` sends a request and returns a
 ``Request`` handle (events, data stream, cancel); ``call`` is the common case of
 waiting for the result. A reader thread routes frames to their request by id.
 """
@@ -98,10 +99,9 @@ class Request:
 class Session:
     """A connected payload on one host."""
 
-    def __init__(self, target, transport, channel, hello):
+    def __init__(self, target, link, hello):
         self.target = target
-        self.transport = transport
-        self.channel = channel
+        self.link = link
         self.hello = hello
         self._send_lock = threading.Lock()
         self._ids = itertools.count(1)
@@ -118,31 +118,26 @@ class Session:
 
     @property
     def cache_state(self):
-        """'cached' or 'uploaded': whether this connection had to ship the payload."""
-        return self.hello.get("cache")
+        """'cached' or 'uploaded': whether this connection had to ship the payload;
+        'kept': a session kept from an earlier command."""
+        return "kept" if self.hello.get("kept") else self.hello.get("cache")
 
     @classmethod
     def open(cls, target, payload=None):
-        """Connect to ``target`` and start the payload; raise ssh.TransportError on failure."""
+        """Connect to ``target`` and start the payload; raise ssh.TransportError on failure.
+
+        A target with ``persist`` set gets its session from the keeper (a payload kept
+        from an earlier command, else a new one the keeper holds on to afterwards); a
+        direct connection when no keeper can be had."""
         payload = payload or current_payload()
-        transport = ssh.connect(target)
-        try:
-            channel = transport.open_session(timeout=target.connect_timeout)
-            channel.exec_command(payload.command(target.python, target.become,
-                                                 target.become_user,
-                                                 bool(target.become_password)))
-            # A host that accepts the connection but never starts the payload must not
-            # hang the run: the handshake has a deadline, the session afterwards none.
-            channel.settimeout(max(target.connect_timeout, 1.0) * 3)
-            hello = _handshake(channel, target, payload)
-            channel.settimeout(None)
-        except ssh.TransportError:
-            transport.close()
-            raise
-        except Exception as exc:
-            transport.close()
-            raise ssh.RemoteError(f"cannot start the payload on {target.host}: {exc}") from None
-        return cls(target, transport, channel, hello)
+        if target.persist and not target.become_password:
+            from fleet.transport import persist
+
+            kept = persist.lease(target, payload)
+            if kept is not None:
+                return cls(target, *kept)
+        transport, channel, hello = start_payload(target, payload)
+        return cls(target, ChannelLink(transport, channel), hello)
 
     def start(self, module, params=None, check=False, diff=False):
         """Send a request; return its Request handle at once."""
@@ -168,12 +163,14 @@ class Session:
         return self.start(module, params, check, diff).wait(on_progress, timeout=timeout)
 
     def close(self):
-        """Close the channel and the connection; the payload exits on its stdin EOF."""
-        try:
-            self.channel.shutdown_write()
-        except Exception:
-            pass
-        self.transport.close()
+        """End this command's use of the session. A kept session with nothing in flight
+        goes back to its keeper; otherwise the payload sees its channel close, cancels
+        what still runs and exits."""
+        with self._lock:
+            idle = self._closed is None and not self._requests
+            self._closed = self._closed or ssh.TransportError(
+                f"session with {self.target.host} closed")
+        self.link.close(idle)
 
     def check_alive(self):
         """Raise TransportError when the host has been silent past ``dead_after``."""
@@ -183,7 +180,7 @@ class Session:
                                        f"({silent:.0f}s without a word)")
             with self._lock:
                 self._closed = self._closed or error
-            self.transport.close()
+            self.link.close(False)
             raise error
 
     def _send(self, *parts):
@@ -194,13 +191,7 @@ class Session:
         body is sent from the caller's buffer, never joined to its header first."""
         with self._send_lock:
             try:
-                for part in parts:
-                    view = memoryview(part)
-                    while view:
-                        sent = self.channel.send(view[:SEND_SLICE].tobytes())
-                        if not sent:  # paramiko's answer once the channel is closing
-                            raise OSError("channel closed")
-                        view = view[sent:]
+                send_parts(self.link.send, parts)
             except (OSError, EOFError) as exc:
                 raise ssh.TransportError(f"connection to {self.target.host} lost: {exc}") from None
 
@@ -208,7 +199,7 @@ class Session:
         error = None
         try:
             while True:
-                frame = protocol.read_frame(self.channel.recv)
+                frame = protocol.read_frame(self.link.recv)
                 if frame is None:
                     break
                 self._dispatch(*frame)
@@ -217,11 +208,13 @@ class Session:
         reason = f"payload on {self.target.host} exited"
         if error is not None:
             reason = f"connection to {self.target.host} lost: {error}"
-        elif self.channel.exit_status_ready():
-            reason += f" with status {self.channel.recv_exit_status()}"
+        else:
+            status = self.link.exit_status()
+            if status is not None:
+                reason += f" with status {status}"
         closed = ssh.TransportError(reason)
         with self._lock:
-            self._closed = closed
+            self._closed = self._closed or closed
             pending = list(self._requests.values())
             self._requests.clear()
         for request in pending:
@@ -251,6 +244,66 @@ class Session:
             request = self._requests.get(req_id)
         if request is not None:
             request._put(("data", body) if kind == protocol.DATA else ("eof", None))
+
+
+def send_parts(send, parts):
+    """Send each of ``parts`` whole with ``send`` (a channel's or socket's), SEND_SLICE
+    bytes at a time, each slice copied once; OSError once the other side is closing."""
+    for part in parts:
+        view = memoryview(part)
+        while view:
+            sent = send(view[:SEND_SLICE].tobytes())
+            if not sent:  # paramiko's answer once the channel is closing
+                raise OSError("channel closed")
+            view = view[sent:]
+
+
+class ChannelLink:
+    """The payload's channel on this process's own SSH connection."""
+
+    def __init__(self, transport, channel):
+        self.transport = transport
+        self.channel = channel
+        self.recv = channel.recv
+        self.send = channel.send
+
+    def exit_status(self):
+        """The payload's exit status once the host sent it, else None."""
+        if self.channel.exit_status_ready():
+            return self.channel.recv_exit_status()
+        return None
+
+    def close(self, idle=False):
+        try:
+            self.channel.shutdown_write()
+        except Exception:
+            pass
+        self.transport.close()
+
+
+def start_payload(target, payload):
+    """Connect to ``target``, start ``payload`` there and wait for its hello.
+
+    Returns (transport, channel, hello); raises ssh.TransportError (RemoteError when the
+    host took the connection but the payload did not start)."""
+    transport = ssh.connect(target)
+    try:
+        channel = transport.open_session(timeout=target.connect_timeout)
+        channel.exec_command(payload.command(target.python, target.become,
+                                             target.become_user,
+                                             bool(target.become_password)))
+        # A host that accepts the connection but never starts the payload must not
+        # hang the run: the handshake has a deadline, the session afterwards none.
+        channel.settimeout(max(target.connect_timeout, 1.0) * 3)
+        hello = _handshake(channel, target, payload)
+        channel.settimeout(None)
+    except ssh.TransportError:
+        transport.close()
+        raise
+    except Exception as exc:
+        transport.close()
+        raise ssh.RemoteError(f"cannot start the payload on {target.host}: {exc}") from None
+    return transport, channel, hello
 
 
 def _handshake(channel, target, payload):

@@ -101,6 +101,9 @@ class Target:
     become_password: str | None = None
     known_hosts: str | None = None
     connect_timeout: float = 10.0
+    # Seconds a session stays open after a command, for the next one (ControlPersist);
+    # 0: none (a connection per command), inf: until `fleet sessions close`.
+    persist: float = 0.0
 
     @property
     def user_or_default(self):
@@ -110,8 +113,9 @@ class Target:
         return f"Target({self.user_or_default}@{self.host}:{self.port})"
 
 
-def known_hosts_from_common_args(args):
-    """UserKnownHostsFile from an Ansible ``ansible_ssh_common_args`` string, if set."""
+def ssh_option(args, name):
+    """The value of ``-o NAME=value`` (or ``-o "NAME value"``) in an ssh argument string
+    such as Ansible's ``ansible_ssh_common_args``; the first one wins, as with ssh."""
     words = shlex.split(args or "")
     for index, word in enumerate(words):
         option = word
@@ -123,16 +127,33 @@ def known_hosts_from_common_args(args):
             continue
         # ssh accepts "Key=value" and "Key value" alike.
         key, _, value = option.partition("=") if "=" in option else option.partition(" ")
-        if key.strip().lower() == "userknownhostsfile" and value.strip():
-            return value.split()[0]
+        if key.strip().lower() == name.lower() and value.strip():
+            return value.strip()
     return None
+
+
+def known_hosts_from_common_args(args):
+    """UserKnownHostsFile from an Ansible ``ansible_ssh_common_args`` string, if set."""
+    value = ssh_option(args, "UserKnownHostsFile")
+    return value.split()[0] if value else None
 
 
 _cache_lock = threading.Lock()
 
 
+def _version(path):
+    """What tells one state of the file at ``path`` from the next (None: no file). The
+    parsed files are cached by it: a process that lives on (the session keeper) sees a
+    known_hosts file the lab or the user rewrote."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return (info.st_mtime_ns, info.st_size, info.st_ino)
+
+
 @functools.lru_cache(maxsize=16)
-def _load_known_hosts(path):
+def _load_known_hosts(path, version):  # version: the cache key only
     keys = paramiko.HostKeys()
     try:
         keys.load(path)
@@ -145,12 +166,13 @@ def _load_known_hosts(path):
 
 def known_hosts(path):
     """The parsed known_hosts file at ``path`` (shared, read-only)."""
+    path = os.path.expanduser(path)
     with _cache_lock:
-        return _load_known_hosts(os.path.expanduser(path))
+        return _load_known_hosts(path, _version(path))
 
 
 @functools.lru_cache(maxsize=16)
-def _load_key(path):
+def _load_key(path, version):  # version: the cache key only
     try:
         return paramiko.PKey.from_path(path)
     except FileNotFoundError:
@@ -160,9 +182,10 @@ def _load_key(path):
 
 
 def private_key(path):
-    """The private key at ``path``, loaded once per process."""
+    """The private key at ``path``, loaded once per process (and version of the file)."""
+    path = os.path.expanduser(path)
     with _cache_lock:
-        return _load_key(os.path.expanduser(path))
+        return _load_key(path, _version(path))
 
 
 def fingerprint(key):

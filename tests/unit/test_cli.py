@@ -284,6 +284,15 @@ def test_plain_table_layout(capsys):
                                        "note\n")
 
 
+def test_plain_output_carries_no_markup_of_any_result_style(capsys):
+    from fleet.cli import render
+    from fleet.cli.apply_view import STYLE
+    printer = render.Printer(terminal=False)
+    for status, colour in STYLE.items():
+        printer.print(f"[{colour}]{status}: {render.escape('[lab01]')}[/{colour}]")
+    assert capsys.readouterr().out.splitlines() == [f"{s}: [lab01]" for s in STYLE]
+
+
 class Removals(list):
     """fleet.images.remove calls, recorded; every host refuses when ``refuse`` is set."""
 

@@ -223,3 +223,63 @@ def test_paramiko_imports_without_importlib_metadata_and_knows_its_version():
             "s.paramiko.__version__\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("text, seconds", [
+    ("60", 60.0), ("60s", 60.0), ("10m", 600.0), ("1h30m", 5400.0), ("2D", 172800.0),
+    ("no", 0.0), ("yes", float("inf")), ("0", float("inf")), ("0s", float("inf")),
+])
+def test_persist_seconds_reads_controlpersist_times(text, seconds):
+    from fleet.transport.targets import persist_seconds
+
+    assert persist_seconds(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "ten", "10x", "m5", "-1"])
+def test_persist_seconds_refuses_what_ssh_refuses(text):
+    from fleet.transport.targets import persist_seconds
+
+    with pytest.raises(ValueError):
+        persist_seconds(text)
+
+
+def _target(tmp_path, host_line):
+    from fleet.inventory import load_inventory
+    from fleet.transport.targets import target_for
+
+    path = tmp_path / "hosts"
+    path.write_text(f"[web]\n{host_line}\n")
+    return target_for(load_inventory(str(path)), host_line.split()[0])
+
+
+def test_persist_comes_from_ssh_args_then_the_environment(tmp_path, monkeypatch):
+    monkeypatch.delenv("FLEET_PERSIST", raising=False)
+    assert _target(tmp_path, "h1").persist == 60.0  # Ansible's ssh_args default
+    monkeypatch.setenv("FLEET_PERSIST", "5m")
+    assert _target(tmp_path, "h1").persist == 300.0
+    assert _target(tmp_path, "h1 ansible_ssh_common_args='-o ControlPersist=30s'"
+                   ).persist == 30.0
+    assert _target(tmp_path, "h1 ansible_ssh_extra_args='-o ControlPersist=no' "
+                   "ansible_ssh_common_args='-o ControlPersist=30s'").persist == 0.0
+    assert _target(tmp_path, "h1 ansible_ssh_common_args='-o ControlMaster=no'"
+                   ).persist == 0.0
+    monkeypatch.setenv("FLEET_PERSIST", "no")
+    assert _target(tmp_path, "h1").persist == 0.0
+
+
+def test_a_bad_persist_time_names_the_host_or_the_variable(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match=r"host h1: ansible_ssh_common_args: ControlPersist "
+                                         r"'soon' is not a time"):
+        _target(tmp_path, "h1 ansible_ssh_common_args='-o ControlPersist=soon'")
+    monkeypatch.setenv("FLEET_PERSIST", "later")
+    with pytest.raises(ValueError, match="FLEET_PERSIST: 'later' is not a time"):
+        _target(tmp_path, "h1")
+
+
+def test_known_hosts_are_read_again_when_the_file_changes(tmp_path):
+    path = tmp_path / "known_hosts"
+    path.write_text("")
+    assert ssh.known_hosts(str(path)).lookup("h1") is None
+    blob = "AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+    path.write_text(f"h1 ssh-ed25519 {blob}\n")
+    assert ssh.known_hosts(str(path)).lookup("h1") is not None

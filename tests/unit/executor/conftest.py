@@ -15,7 +15,7 @@ from fleet.inventory import load_inventory
 from fleet.playbook import check_playbook, load_playbook
 from fleet.transport import ssh
 from fleet.transport.payload import BOOTSTRAP, current_payload
-from fleet.transport.session import Session, _handshake
+from fleet.transport.session import ChannelLink, Session, _handshake
 from tests.unit.test_session_local import FakeTransport, PipeChannel
 
 
@@ -51,7 +51,7 @@ class LocalConnections:
             self.procs.append(proc)
             channel = PipeChannel(proc)
             target = ssh.Target(name=host, host="127.0.0.1", connect_timeout=5)
-            session = Session(target, FakeTransport(), channel,
+            session = Session(target, ChannelLink(FakeTransport(), channel),
                               _handshake(channel, target, payload))
             self.sessions[host] = session
             return session
@@ -61,7 +61,7 @@ class LocalConnections:
 
     def close(self):
         for session in self.sessions.values():
-            session.channel.shutdown_write()
+            session.link.channel.shutdown_write()
         for proc in self.procs:
             try:
                 proc.wait(5)

@@ -1,0 +1,207 @@
+"""The session keeper in-process: real payload processes on pipes, commands on socketpairs.
+
+start_payload is replaced by one that starts the payload locally (the bootstrap over
+Popen pipes, as test_session_local does), so the keeper's whole relay runs without SSH:
+a released session is kept and handed to the next command, one left with a request in
+flight is closed, idle ones expire, and the keeper's errors carry their class.
+"""
+
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from fleet.transport import keeper as keeper_mod
+from fleet.transport import persist, ssh
+from fleet.transport.payload import BOOTSTRAP, current_payload
+from fleet.transport.session import Session, _handshake
+from tests.polling import wait_until
+from tests.unit.test_session_local import FakeTransport, PipeChannel
+
+WAIT = 10
+
+
+
+@pytest.fixture
+def keeper(tmp_path, monkeypatch):
+    """A Keeper whose sessions are local payload processes; .started lists them."""
+    home = tmp_path / "home"
+    home.mkdir()
+    payload = current_payload()
+    keeper = keeper_mod.Keeper(payload)
+    keeper.started = []
+    keeper.fail_with = None
+
+    def start_payload(target, payload):
+        if keeper.fail_with:
+            raise keeper.fail_with
+        proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", BOOTSTRAP, payload.digest],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, cwd=home, env={"HOME": str(home)},
+                                start_new_session=True)
+        channel = PipeChannel(proc)
+        keeper.started.append(channel)
+        return FakeTransport(), channel, _handshake(channel, target, payload)
+
+    monkeypatch.setattr(keeper_mod, "start_payload", start_payload)
+    yield keeper
+    keeper.closing = True
+    keeper.expire()
+    for channel in keeper.started:
+        if channel.proc.poll() is None:
+            channel.proc.kill()
+        channel.proc.wait(WAIT)
+        channel.close()
+
+
+def target(**fields):
+    fields = {"name": "local", "host": "127.0.0.1", "connect_timeout": 5.0, "persist": 30.0,
+              **fields}
+    return ssh.Target(**fields)
+
+
+def lease(keeper, tgt=None, digest=None):
+    """A command's side of one open: (answer, socket); the keeper serves it in a thread."""
+    tgt = tgt or target()
+    mine, theirs = socket.socketpair()
+    thread = threading.Thread(target=keeper.serve_client, args=(theirs,), daemon=True)
+    thread.start()
+    answer = persist.ask(mine, {"op": "open", "payload": digest or keeper.payload.digest,
+                                "target": persist.target_fields(tgt)}, WAIT)
+    return answer, mine, thread
+
+
+def open_session(keeper, tgt=None):
+    tgt = tgt or target()
+    answer, sock, thread = lease(keeper, tgt)
+    assert answer["ev"] == "hello", answer
+    return Session(tgt, persist.KeptLink(sock), answer), thread
+
+
+def idle_count(keeper):
+    with keeper._lock:
+        return sum(1 for k in keeper.sessions if not k.busy)
+
+
+def test_a_released_session_is_kept_for_the_next_command(keeper):
+    first, thread = open_session(keeper)
+    assert first.cache_state in ("uploaded", "cached")
+    assert first.call("ping", {"data": "one"}, timeout=WAIT)["ping"] == "one"
+    first.close()
+    thread.join(WAIT)
+    assert idle_count(keeper) == 1
+    second, thread = open_session(keeper)
+    assert second.cache_state == "kept"
+    assert second.hello["pid"] == first.hello["pid"] and len(keeper.started) == 1
+    # Request ids start again at 1 on the same payload: the old ones are finished.
+    assert second.call("ping", {"data": "two"}, timeout=WAIT)["ping"] == "two"
+    second.close()
+    thread.join(WAIT)
+    assert keeper.sessions[0].describe()["state"] == "idle"
+
+
+def test_a_session_left_with_a_request_in_flight_is_closed(keeper):
+    session, thread = open_session(keeper)
+    session.start("command", {"argv": ["sleep", "30"]})
+    session.close()
+    thread.join(WAIT)
+    assert keeper.sessions == []
+    # The payload saw its channel close, cancelled the command and exited.
+    assert keeper.started[0].proc.wait(WAIT) == 0
+    again, thread = open_session(keeper)
+    assert again.cache_state != "kept" and len(keeper.started) == 2
+    again.close()
+    thread.join(WAIT)
+
+
+def test_a_command_that_vanishes_takes_its_session_with_it(keeper):
+    _answer, sock, thread = lease(keeper)
+    sock.close()  # no release: a killed command
+    thread.join(WAIT)
+    assert keeper.sessions == []
+    assert keeper.started[0].proc.wait(WAIT) == 0
+
+
+def test_targets_differing_in_user_or_become_get_their_own_sessions(keeper):
+    first, t1 = open_session(keeper, target(user="alice"))
+    first.close()
+    t1.join(WAIT)
+    other, t2 = open_session(keeper, target(user="bob"))
+    assert other.cache_state != "kept"
+    other.close()
+    t2.join(WAIT)
+    same, t3 = open_session(keeper, target(user="alice", name="renamed", persist=5.0))
+    assert same.cache_state == "kept" and same.hello["pid"] == first.hello["pid"]
+    same.close()
+    t3.join(WAIT)
+
+
+def test_idle_sessions_expire_and_the_keeper_then_leaves(keeper, monkeypatch):
+    monkeypatch.setattr(keeper_mod, "LINGER", 0.0)
+    session, thread = open_session(keeper, target(persist=0.05))
+    session.close()
+    thread.join(WAIT)
+    time.sleep(0.1)
+    assert keeper.expire() is True
+    assert keeper.sessions == [] and keeper.started[0].proc.wait(WAIT) == 0
+
+
+def test_a_dead_kept_session_is_not_handed_out(keeper):
+    session, thread = open_session(keeper)
+    session.close()
+    thread.join(WAIT)
+    keeper.started[0].proc.kill()
+    wait_until(lambda: keeper.sessions == [])
+    again, thread = open_session(keeper)
+    assert again.cache_state != "kept" and again.call("ping", timeout=WAIT)["ping"] == "pong"
+    again.close()
+    thread.join(WAIT)
+
+
+def test_errors_carry_their_class_and_line(keeper):
+    keeper.fail_with = ssh.HostKeyError("host key for 127.0.0.1 not found in /kh")
+    answer, sock, thread = lease(keeper)
+    sock.close()
+    thread.join(WAIT)
+    assert answer == {"ev": "error", "kind": "HostKeyError",
+                      "msg": "host key for 127.0.0.1 not found in /kh"}
+    assert persist.ERRORS[answer["kind"]] is ssh.HostKeyError
+    answer, sock, thread = lease(keeper, digest="0" * 16)
+    sock.close()
+    thread.join(WAIT)
+    assert answer["kind"] == "stale"
+
+
+def test_close_ends_idle_sessions_and_busy_ones_when_released(keeper):
+    idle, t1 = open_session(keeper)
+    busy, t2 = open_session(keeper)
+    idle.close()
+    t1.join(WAIT)
+    mine, theirs = socket.socketpair()
+    threading.Thread(target=keeper.serve_client, args=(theirs,), daemon=True).start()
+    assert persist.ask(mine, {"op": "close"}, WAIT) == {"ev": "closing", "sessions": 2}
+    mine.close()
+    assert keeper.expire() is False  # the busy one is still in use
+    assert busy.call("ping", timeout=WAIT)["ping"] == "pong"
+    busy.close()
+    t2.join(WAIT)
+    wait_until(keeper.expire)
+    assert keeper.sessions == []
+    assert all(c.proc.wait(WAIT) == 0 for c in keeper.started)
+
+
+def test_listing_describes_each_session(keeper):
+    session, thread = open_session(keeper, target(user="carol", become=True))
+    mine, theirs = socket.socketpair()
+    threading.Thread(target=keeper.serve_client, args=(theirs,), daemon=True).start()
+    answer = persist.ask(mine, {"op": "list"}, WAIT)
+    mine.close()
+    (listed,) = answer["sessions"]
+    assert listed["host"] == "127.0.0.1" and listed["user"] == "carol"
+    assert listed["become_user"] == "root" and listed["state"] == "busy"
+    assert listed["pid"] == session.hello["pid"]
+    session.close()
+    thread.join(WAIT)
