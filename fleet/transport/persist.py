@@ -67,9 +67,8 @@ def socket_path(digest):
 
 def target_fields(target):
     """``target`` as the JSON the keeper rebuilds it from (never the become password)."""
-    fields = dataclasses.asdict(target)
-    fields.pop("become_password", None)
-    return fields
+    return {field.name: getattr(target, field.name) for field in dataclasses.fields(target)
+            if field.name != "become_password"}
 
 
 def session_key(fields):

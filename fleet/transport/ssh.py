@@ -116,7 +116,15 @@ class Target:
 def ssh_option(args, name):
     """The value of ``-o NAME=value`` (or ``-o "NAME value"``) in an ssh argument string
     such as Ansible's ``ansible_ssh_common_args``; the first one wins, as with ssh."""
-    words = shlex.split(args or "")
+    return _ssh_options(args or "").get(name.lower())
+
+
+@functools.lru_cache(maxsize=64)
+def _ssh_options(args):
+    """{lower-case option name: value} of an ssh argument string, first one winning.
+    Cached: every host of an inventory usually shares one string, and shlex is slow."""
+    options = {}
+    words = shlex.split(args)
     for index, word in enumerate(words):
         option = word
         if word == "-o" and index + 1 < len(words):
@@ -127,9 +135,9 @@ def ssh_option(args, name):
             continue
         # ssh accepts "Key=value" and "Key value" alike.
         key, _, value = option.partition("=") if "=" in option else option.partition(" ")
-        if key.strip().lower() == name.lower() and value.strip():
-            return value.strip()
-    return None
+        if value.strip():
+            options.setdefault(key.strip().lower(), value.strip())
+    return options
 
 
 def known_hosts_from_common_args(args):
