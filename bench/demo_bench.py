@@ -3,9 +3,11 @@ per host, with the images already on the hosts; wall time of `fleet apply` (a fi
 deploy: nothing of the project runs) and per host, and the time until every host's
 port 8887 answers. Bar: 32 hosts in under 3x the time of 3 hosts.
 
-Sessions are kept between commands (ControlPersist, 60 s by default): an apply finds the
-payload sessions the last down left. --cold makes every command connect anew
-(FLEET_PERSIST=no), as a first command of the day does.
+--sessions says what each timed apply finds: "kept" (the default), the payload sessions
+the down before it kept (ControlPersist, 60 s by default), as consecutive commands do;
+"first", no session kept and no keeper running (`fleet sessions close` before it), as the
+first command of the day with the default settings; "none", FLEET_PERSIST=no, a
+connection per command. "first" and "none" write sections of their own.
 
 One lab of the largest size (`fleet lab up --hosts N --demo`); the images go onto every
 host by an apply and down per size (after a down --images, so that no host keeps an older
@@ -17,11 +19,13 @@ other, the ratio between them carried that drift. Runs in a lab of its own
 ($FLEET_LAB_DIR, default /var/lib/fleet-lab-bench on 10.234.0.0/24), brought down at the
 end unless --keep.
 
-Usage (as root): python3 bench/demo_bench.py [--sizes 3 8 32] [--runs 5] [--cold]
+Usage (as root): python3 bench/demo_bench.py [--sizes 3 8 32] [--runs 5]
+                [--sessions kept|first|none]
 """
 
 import argparse
 import datetime
+import json
 import os
 import statistics
 import subprocess
@@ -47,6 +51,15 @@ PLAYBOOK = ROOT / "playbooks" / "bestwebappever.yml"
 # (waiting at most QUIET_WAIT s).
 QUIET, QUIET_WINDOW, QUIET_WAIT = 0.1, 0.5, 20.0
 LAB = Path(os.environ["FLEET_LAB_DIR"])
+# --sessions: (the RESULTS.md heading, what the timed applies found)
+SESSIONS = {
+    "kept": ("## Demo deploy:", "each apply found the sessions the down before it kept "
+                                "(ControlPersist 60 s, fleet's default)"),
+    "first": ("## Demo deploy (first command):", "each apply found no kept session and no "
+                                                 "keeper (the first command, default settings)"),
+    "none": ("## Demo deploy (no kept sessions):", "a connection per command "
+                                                   "(FLEET_PERSIST=no)"),
+}
 
 
 def run(fleet, *args, check=True):
@@ -102,7 +115,19 @@ def sub_inventory(size):
     return str(path)
 
 
-def measure(fleet, sizes, runs, playbook):
+def close_sessions(fleet):
+    """End every kept session and wait until the keeper has left."""
+    answers = run(fleet, "sessions", "ls", "-o", "json").stdout
+    keepers = {s["keeper"] for s in json.loads(answers)["sessions"]}
+    run(fleet, "sessions", "close")
+    deadline = time.monotonic() + 30
+    while any(os.path.exists(f"/proc/{pid}") for pid in keepers):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"session keeper(s) {sorted(keepers)} did not leave")
+        time.sleep(0.05)
+
+
+def measure(fleet, sizes, runs, playbook, first=False):
     """{size: ([apply seconds], [seconds until every host answers])}, the sizes taking
     turns in each round (order rotated) on one lab of max(sizes) hosts."""
     run(fleet, "lab", "up", "--hosts", str(max(sizes)), "--demo")
@@ -120,6 +145,8 @@ def measure(fleet, sizes, runs, playbook):
         shift = index % len(sizes)
         for size in sizes[shift:] + sizes[:shift]:
             inventory = inventories[size]
+            if first:
+                close_sessions(fleet)
             # What the last down left running (monitors and payloads exiting on every
             # host) must not be billed to this apply.
             wait_quiet(QUIET, QUIET_WAIT, QUIET_WINDOW)
@@ -142,27 +169,27 @@ def main():
     parser.add_argument("--keep", action="store_true", help="leave the bench's lab up")
     parser.add_argument("--light", action="store_true",
                         help="also deploy with busybox httpd as the web tier")
-    parser.add_argument("--cold", action="store_true",
-                        help="no session kept between commands (FLEET_PERSIST=no)")
+    parser.add_argument("--sessions", choices=sorted(SESSIONS), default="kept",
+                        help="what each timed apply finds (see above)")
     args = parser.parse_args()
-    if args.cold:
+    if args.sessions == "none":
         os.environ["FLEET_PERSIST"] = "no"
-    sessions = ("a connection per command (FLEET_PERSIST=no)" if args.cold else
-                "sessions kept between commands (FLEET_PERSIST="
-                f"{os.environ.get('FLEET_PERSIST') or 'unset: 60s'})")
+    else:
+        os.environ.pop("FLEET_PERSIST", None)
     sizes = sorted(set(args.sizes))
     fleet = fleet_bin()
     precompile()
     try:
-        demo = measure(fleet, sizes, args.runs, PLAYBOOK)
-        light = measure(fleet, sizes, args.runs, light_playbook()) if args.light else {}
+        first = args.sessions == "first"
+        demo = measure(fleet, sizes, args.runs, PLAYBOOK, first)
+        light = measure(fleet, sizes, args.runs, light_playbook(), first) if args.light else {}
     finally:
         run(fleet, "sessions", "close", check=False)
         if not args.keep:
             run(fleet, "lab", "down", check=False)
     first, last = sizes[0], sizes[-1]
     lines = [
-        f"## Demo deploy{' (cold)' if args.cold else ''}: bestwebappever on N hosts "
+        f"{SESSIONS[args.sessions][0]} bestwebappever on N hosts "
         f"({datetime.date.today()}, "
         f"`{' '.join(['python3 bench/demo_bench.py'] + sys.argv[1:])}`)",
         "",
@@ -172,7 +199,8 @@ def main():
         f"(grouped as `fleet lab up --hosts N` groups them); {args.runs} rounds, the sizes "
         "taking turns in each (so that the machine's drift over minutes falls on every "
         f"size alike), each apply started once the CPUs were less than {QUIET:.0%} busy for "
-        f"{QUIET_WINDOW} s; medians; {sessions}. All lab hosts share this machine's 2 CPUs.",
+        f"{QUIET_WINDOW} s; medians; {SESSIONS[args.sessions][1]}. All lab hosts share this "
+        "machine's 2 CPUs.",
         "",
         "| hosts | fleet apply (s) | per host (ms) | until every host answers (s) |"
         + (" apply, busybox web (s) |" if light else ""),
@@ -193,7 +221,7 @@ def main():
                  f"{statistics.median(light[last][0]) / statistics.median(light[first][0]):.2f}x"
                  if light else "") + "."]
     print("\n".join(lines))
-    replace_section("## Demo deploy (cold):" if args.cold else "## Demo deploy:", lines)
+    replace_section(SESSIONS[args.sessions][0], lines)
 
 
 if __name__ == "__main__":

@@ -8,9 +8,20 @@ import click
 
 from fleet.cli.render import escape, print_table
 
+
+def _start_keeper(_ctx, _param, value):
+    """A command given an inventory talks to its hosts: have the session keeper start
+    now (persist.prestart), while the command reads its playbook."""
+    from fleet.transport import persist
+
+    persist.prestart()
+    return value
+
+
 inventory_option = click.option(
     "-i", "--inventory", "inventory_path", envvar="FLEET_INVENTORY", required=True,
-    metavar="INVENTORY", help="Inventory file or directory (default: $FLEET_INVENTORY).")
+    metavar="INVENTORY", callback=_start_keeper,
+    help="Inventory file or directory (default: $FLEET_INVENTORY).")
 limit_option = click.option("-l", "--limit", default=None, metavar="PATTERN",
                             help="Further limit the hosts to this pattern.")
 forks_option = click.option("-f", "--forks", default=32, show_default=True, type=click.IntRange(1),

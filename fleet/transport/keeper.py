@@ -19,7 +19,6 @@ have changed since. The keeper exits LINGER seconds after its last session close
 Only processes of the keeper's own user may connect (SO_PEERCRED).
 """
 
-import fcntl
 import gc
 import os
 import socket
@@ -29,13 +28,23 @@ import time
 
 from agent_payload import protocol
 from fleet.transport import ssh
+from fleet.transport.keeper_start import stop_listening
 from fleet.transport.payload import current_payload
-from fleet.transport.persist import session_key
 from fleet.transport.session import send_parts, start_payload
 
 LINGER = 5.0
 TICK = 0.5
+SMALL_FRAME = 64 * 1024
 FORGET = {"op": "forget"}
+# What a kept session is shared by: everything that decides where and as whom the
+# payload runs (not the inventory name, the timeouts or how long it is kept).
+KEY_FIELDS = ("host", "port", "user", "key_file", "python", "become", "become_user",
+              "known_hosts")
+
+
+def session_key(fields):
+    """The kept-session key of a target's fields."""
+    return tuple(fields.get(name) for name in KEY_FIELDS)
 
 
 class Kept:
@@ -281,7 +290,9 @@ class Keeper:
                 if protocol.decode_msg(body).get("op") == "release":
                     return True
                 continue
-            if not kept.send(head, body):
+            # One write for a small frame: one SSH packet, where two would cost a packet
+            # (and a segment) more.
+            if not (kept.send(head + body) if length < SMALL_FRAME else kept.send(head, body)):
                 return False
 
 
@@ -290,72 +301,15 @@ def _peer_uid(conn):
     return struct.unpack("3i", creds)[1]
 
 
-def _listen(path):
-    """Bind ``path`` unless a live keeper already listens there; the socket or None.
-
-    Under a lock, so that two commands starting keepers at once end with one."""
-    lock = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.connect(path)
-            return None  # another keeper answers
-        except OSError:
-            pass
-        finally:
-            probe.close()
-        try:
-            os.unlink(path)  # a keeper that died without cleaning up
-        except FileNotFoundError:
-            pass
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old_mask = os.umask(0o177)
-        try:
-            listener.bind(path)
-        finally:
-            os.umask(old_mask)
-        listener.listen(128)
-        return listener
-    finally:
-        os.close(lock)
-
-
-def _stop_listening(path, listener):
-    """Close the listener and remove its socket file. Under the lock, as no other keeper
-    can have bound ``path`` while this one answered there."""
-    lock = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        listener.close()
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
-    finally:
-        os.close(lock)
-
-
-def main(path, digest):
-    """Entry point of the keeper process: listen on ``path``, say "ready" on stdout
-    (its spawner waits for that line), then serve until LINGER after the last session."""
-    # Out of the spawner's way: it reaps this process now, and the keeper, an orphan,
-    # is nobody's zombie when it leaves (a test run, a long-lived program using fleet).
-    if os.fork():
-        os._exit(0)
+def serve(listener, path, digest):
+    """Serve the commands that connect to ``listener`` (bound at ``path`` by
+    keeper_start) until LINGER after the last session, then remove the socket."""
     gc.set_threshold(50_000, 20, 10)
     payload = current_payload()
-    if payload.digest != digest:
-        os.write(1, b"error: the payload changed on disk while starting\n")
-        return
-    listener = _listen(path)
-    os.write(1, b"ready\n")
-    devnull = os.open(os.devnull, os.O_RDWR)
-    os.dup2(devnull, 1)
-    os.close(devnull)
-    if listener is None:
-        return
     keeper = Keeper(payload)
+    # Built from the files on disk now: a fleet updated since the command that started
+    # this keeper runs another payload, and gets none of its sessions (_open: "stale").
+    keeper.closing = payload.digest != digest
     listener.settimeout(TICK)
     uid = os.getuid()
     while True:
@@ -372,5 +326,4 @@ def main(path, digest):
         threading.Thread(target=keeper.serve_client, args=(conn,), daemon=True,
                          name="fleet-keeper-client").start()
         keeper.expire()
-    _stop_listening(path, listener)
-    os._exit(0)
+    stop_listening(path, listener)

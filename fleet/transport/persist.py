@@ -35,13 +35,10 @@ RELEASE = {"op": "release"}
 # The errors a keeper reports, by class name, raised again here as the same class.
 ERRORS = {cls.__name__: cls for cls in (ssh.TransportError, ssh.HostKeyError, ssh.AuthError,
                                         ssh.RemoteError)}
-# What a kept session is shared by: everything that decides where and as whom the
-# payload runs (not the inventory name, the timeouts or how long it is kept).
-KEY_FIELDS = ("host", "port", "user", "key_file", "python", "become", "become_user",
-              "known_hosts")
 
 _spawning = threading.Lock()
 _failed = []  # why no keeper could be started, once per process: no thread tries again
+_started = []  # the keeper process prestart started, until spawn waits for it
 
 
 class KeeperError(Exception):
@@ -69,11 +66,6 @@ def target_fields(target):
     """``target`` as the JSON the keeper rebuilds it from (never the become password)."""
     return {field.name: getattr(target, field.name) for field in dataclasses.fields(target)
             if field.name != "become_password"}
-
-
-def session_key(fields):
-    """The kept-session key of a target's fields."""
-    return tuple(fields.get(name) for name in KEY_FIELDS)
 
 
 class KeptLink:
@@ -128,18 +120,24 @@ def ask(sock, message, timeout):
     return protocol.decode_msg(frame[2])
 
 
-def spawn(path, digest):
-    """Start a keeper for ``path`` and return once it listens (or another one does)."""
+def _start(path, digest):
+    """Popen the keeper process for ``path`` (its stdout says "ready" once it listens)."""
     root = str(Path(__file__).resolve().parents[2])
     code = ("import sys; sys.path.insert(0, sys.argv[1]); "
-            "from fleet.transport.keeper import main; main(sys.argv[2], sys.argv[3])")
+            "from fleet.transport.keeper_start import main; main(sys.argv[2], sys.argv[3])")
     try:
-        child = subprocess.Popen(
+        return subprocess.Popen(
             [sys.executable, "-I", "-c", code, root, str(path), digest],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
             start_new_session=True, close_fds=True, cwd="/")
     except OSError as exc:
         raise KeeperError(f"cannot start the session keeper: {exc}") from None
+
+
+def spawn(path, digest):
+    """Start a keeper for ``path`` (or take the one prestart started) and return once it
+    listens (or another one does)."""
+    child = _started.pop() if _started else _start(path, digest)
     child.wait()  # it forks the keeper and leaves at once
     with child.stdout:
         ready, _, _ = select.select([child.stdout], [], [], SPAWN_TIMEOUT)
@@ -147,6 +145,26 @@ def spawn(path, digest):
     if not line.startswith(b"ready"):
         detail = line.decode(errors="replace").strip() or "no answer"
         raise KeeperError(f"the session keeper did not start: {detail}")
+
+
+def prestart():
+    """Start a keeper now, without waiting for it, when none listens and sessions are
+    kept by default ($FLEET_PERSIST): its start (an interpreter, paramiko) then overlaps
+    the command's own, which has a playbook to read before it needs a session. A keeper
+    nobody uses leaves after its LINGER seconds."""
+    from fleet.transport.payload import current_payload
+    from fleet.transport.targets import DEFAULT_PERSIST, persist_seconds
+
+    try:
+        if not persist_seconds(os.environ.get("FLEET_PERSIST") or DEFAULT_PERSIST):
+            return
+        digest = current_payload().digest
+        path = socket_path(digest)
+        with _spawning:
+            if not _started and not path.exists():
+                _started.append(_start(path, digest))
+    except (KeeperError, OSError, ValueError):
+        pass  # Session.open connects by itself, as without a keeper
 
 
 def lease(target, payload):

@@ -229,6 +229,9 @@ def connect(target):
         sock.close()
         raise HostKeyError(f"host key for {_host_key_name(target)} not found in {known_path} "
                            "(strict host key checking)")
+    # A request is often a frame sent as two writes (header, then body): with Nagle's
+    # algorithm the second waited for the host's delayed ACK of the first, 40 ms.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     transport = paramiko.Transport(sock)
     try:
         transport.banner_timeout = target.connect_timeout

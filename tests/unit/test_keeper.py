@@ -6,6 +6,7 @@ a released session is kept and handed to the next command, one left with a reque
 flight is closed, idle ones expire, and the keeper's errors carry their class.
 """
 
+import os
 import socket
 import subprocess
 import sys
@@ -205,3 +206,69 @@ def test_listing_describes_each_session(keeper):
     assert listed["pid"] == session.hello["pid"]
     session.close()
     thread.join(WAIT)
+
+
+def test_a_small_frame_goes_to_the_payload_in_one_write(keeper, monkeypatch):
+    writes = []
+    original = keeper_mod.Kept.send
+
+    def recording(self, *parts):
+        writes.append(len(parts))
+        return original(self, *parts)
+
+    monkeypatch.setattr(keeper_mod.Kept, "send", recording)
+    session, thread = open_session(keeper)
+    assert session.call("ping", timeout=WAIT)["ping"] == "pong"
+    session.close()
+    thread.join(WAIT)
+    # One write: a header sent apart from its body waited for the host's delayed ACK.
+    assert writes and set(writes) == {1}
+
+
+class FakeChild:
+    """A Popen of a keeper that says ``line``."""
+
+    def __init__(self, line):
+        read, write = os.pipe()
+        os.write(write, line)
+        os.close(write)
+        self.stdout = open(read, "rb")  # noqa: SIM115 - closed by spawn
+        self.waited = False
+
+    def wait(self):
+        self.waited = True
+
+
+def test_prestart_starts_one_keeper_early_and_spawn_takes_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("FLEET_SESSIONS_DIR", str(tmp_path / "s"))
+    monkeypatch.delenv("FLEET_PERSIST", raising=False)
+    started = []
+    monkeypatch.setattr(persist, "_started", [])
+    monkeypatch.setattr(persist, "_start", lambda path, digest: started.append(
+        FakeChild(b"ready\n")) or started[-1])
+    persist.prestart()
+    persist.prestart()  # one keeper however many commands' options ask
+    assert len(started) == 1
+    path = persist.socket_path(current_payload().digest)
+    persist.spawn(path, current_payload().digest)
+    assert started[0].waited and len(started) == 1 and persist._started == []
+
+
+def test_prestart_starts_nothing_when_sessions_are_off_or_a_keeper_listens(tmp_path,
+                                                                          monkeypatch):
+    monkeypatch.setenv("FLEET_SESSIONS_DIR", str(tmp_path / "s"))
+    monkeypatch.setattr(persist, "_started", [])
+    monkeypatch.setattr(persist, "_start", lambda path, digest: pytest.fail("started"))
+    monkeypatch.setenv("FLEET_PERSIST", "no")
+    persist.prestart()
+    monkeypatch.setenv("FLEET_PERSIST", "60s")
+    persist.socket_path(current_payload().digest).touch()  # a keeper's socket is there
+    persist.prestart()
+
+
+def test_a_keeper_that_does_not_start_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("FLEET_SESSIONS_DIR", str(tmp_path / "s"))
+    monkeypatch.setattr(persist, "_started", [FakeChild(b"")])
+    with pytest.raises(persist.KeeperError, match="the session keeper did not start: "
+                                                  "no answer"):
+        persist.spawn(tmp_path / "x.sock", "0" * 16)

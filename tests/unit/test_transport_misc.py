@@ -2,6 +2,7 @@
 
 import threading
 import time
+import types
 
 import paramiko
 import pytest
@@ -283,3 +284,43 @@ def test_known_hosts_are_read_again_when_the_file_changes(tmp_path):
     blob = "AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
     path.write_text(f"h1 ssh-ed25519 {blob}\n")
     assert ssh.known_hosts(str(path)).lookup("h1") is not None
+
+
+def test_connections_send_without_nagle(tmp_path, monkeypatch):
+    """A frame is often two writes (header, body): with Nagle's algorithm the second
+    waited for the host's delayed ACK of the first, 40 ms a request."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+    known = tmp_path / "known_hosts"
+    blob = "AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+    known.write_text(f"[127.0.0.1]:{port} ssh-ed25519 {blob}\n")
+    seen = []
+
+    class Refusing:
+        """A Transport that notes its socket's TCP_NODELAY, then fails its handshake."""
+
+        def __init__(self, sock):
+            seen.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            self.sock = sock
+
+        def get_security_options(self):
+            return types.SimpleNamespace(key_types=(), ciphers=())
+
+        def start_client(self, timeout=None):
+            raise paramiko.SSHException("test: no handshake")
+
+        def close(self):
+            self.sock.close()
+
+    monkeypatch.setattr(ssh.paramiko, "Transport", Refusing)
+    target = Target(name="h", host="127.0.0.1", port=port, known_hosts=str(known))
+    try:
+        with pytest.raises(TransportError):
+            ssh.connect(target)
+    finally:
+        listener.close()
+    assert seen and seen[0] != 0
