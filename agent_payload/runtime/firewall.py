@@ -15,6 +15,11 @@ table ``ip fleet`` with one base chain per hook. The forward chain starts with t
 that lets replies back in; rules added ``first`` (published ports, links: accepts) go on
 top, the others (a network's) at the end. Every rule carries a tag (a comment), by which
 it is found and removed; a change of several rules is one iptables-restore or nft run.
+
+A process makes sure of fleet's chains once (one iptables-save), not per rule. A payload
+kept between commands looks again at the next command only if nf_tables' ruleset
+generation (nfgen.py) moved by more than its own changes since: anything else touched
+the rules, or the host's iptables is the legacy one, which does not count there.
 """
 
 import os
@@ -116,17 +121,41 @@ def nft_statement(rule):
 # --- iptables --------------------------------------------------------------------------
 
 _ready = set()  # chains known to exist in this process (set up once, not per rule)
+# The nf_tables generation at which _ready was last known true (None: unknown), and
+# whether a new command began since (forget): see _recheck.
+_known = {"generation": None, "recheck": False}
 
 
 def forget():
-    """Check fleet's chains again before the next rule (a kept payload process, a new
-    command: someone may have flushed them since)."""
-    _ready.clear()
+    """A new command on a kept payload process: someone may have flushed fleet's chains
+    since, so check them again before the next rule, unless nf_tables shows that nothing
+    changed at all since they were last seen (_recheck)."""
+    _known["recheck"] = True
+
+
+def _recheck():
+    if _known["recheck"]:
+        _known["recheck"] = False
+        if _known["generation"] is None or _generation() != _known["generation"]:
+            _ready.clear()
+
+
+def _generation():
+    """nf_tables' ruleset generation where the packet filter keeps its rules there
+    (nftables, iptables-nft), else None: a legacy iptables change does not bump it."""
+    if backend() == "iptables":
+        path = tools.which("iptables")
+        if not path or "nft" not in os.path.basename(os.path.realpath(path)):
+            return None
+    from agent_payload.runtime import nfgen
+
+    return nfgen.generation()
 
 
 def _ipt_saved():
     """{table: [line]} of every table, from one iptables-save run. Fleet's chains seen
     there whole (chain and jump) count as made for the rest of the process."""
+    generation = _generation()  # before: a change during the save shows as a new one
     tables, table = {}, None
     for line in _run(["iptables-save"]).stdout.splitlines():
         if line.startswith("*"):
@@ -136,6 +165,7 @@ def _ipt_saved():
     for table, builtin, own in _IPT_CHAINS.values():
         if all(_ipt_present(tables, table, builtin, own)):
             _ready.add(own)
+    _known["generation"] = generation  # what _ready holds was so at this generation
     return tables
 
 
@@ -150,6 +180,7 @@ def _ipt_setup(chains):
     """{table: [restore line]} that make fleet's chains among ``chains`` and their jumps
     where the host lacks them, from one look at iptables-save (a change made through
     iptables-restore along with the rules, not a process per chain and check)."""
+    _recheck()
     wanted = [_IPT_CHAINS[chain] for chain in sorted(chains)
               if _IPT_CHAINS[chain][2] not in _ready]
     if not wanted:
@@ -174,9 +205,17 @@ def _ipt_restore(lines_by_table):
                      for table, lines in lines_by_table.items() if lines)
     if not script:
         return
+    before = _generation()
     done = _run(["iptables-restore", "-w", "--noflush"], stdin=script)
     if done.returncode != 0:
+        _known["generation"] = None
         raise FirewallError(f"iptables-restore: {done.stderr.strip()}")
+    # Each COMMIT is one generation: exactly ours since the last look means that what
+    # was known then (plus this change) still holds.
+    known = before is not None and _known["generation"] == before
+    after = _generation() if known else None
+    commits = script.count("COMMIT\n")
+    _known["generation"] = after if known and after == before + commits else None
 
 
 def _ipt_add(rules, first):
@@ -218,13 +257,23 @@ def _ipt_teardown():
 # --- nftables --------------------------------------------------------------------------
 
 def _nft(script):
-    return _run(["nft", "-f", "-"], stdin=script)
+    """Run ``script`` through nft -f (one transaction, one generation)."""
+    before = _generation()
+    done = _run(["nft", "-f", "-"], stdin=script)
+    known = done.returncode == 0 and before is not None and _known["generation"] == before
+    after = _generation() if known else None
+    _known["generation"] = after if known and after == before + 1 else None
+    return done
 
 
 def _nft_setup():
+    _recheck()
     if "nft" in _ready:
         return
-    if _run(["nft", "list", "table", "ip", "fleet"]).returncode != 0:
+    generation = _generation()
+    if _run(["nft", "list", "table", "ip", "fleet"]).returncode == 0:
+        _known["generation"] = generation
+    else:
         lines = ["add table ip fleet"]
         for chain, hook in _NFT_HOOKS.items():
             lines.append(f"add chain ip fleet {chain} {{ {hook}; policy accept; }}")

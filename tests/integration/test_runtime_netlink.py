@@ -1,6 +1,7 @@
 """netlink.configure in a real network namespace (unshare -n): the same interfaces,
 address and default route as the ip commands it stands for, and a second run (a
-restarted PID 1) changes nothing and fails nothing."""
+restarted PID 1) changes nothing and fails nothing. nfgen's ruleset generation there
+moves by one per committed iptables-restore section."""
 
 import json
 import os
@@ -51,3 +52,29 @@ def test_configure_matches_the_ip_commands():
         next(r for r in routes if r["dst"] == "default").items()
     # An unreachable gateway is the kernel's refusal, named with the command it stands for.
     assert "ip route add default via 10.93.9.1" in refused
+
+
+GENERATION = """
+import json, subprocess
+from agent_payload.runtime import nfgen
+first = nfgen.generation()
+chain = ":FLEET-GENTEST - [0:0]\\nCOMMIT\\n"
+subprocess.run(["iptables-restore", "-w", "--noflush"], check=True, text=True,
+               input="*filter\\n" + chain + "*nat\\n" + chain)
+second = nfgen.generation()
+subprocess.run(["iptables-save"], check=True, capture_output=True)
+print(json.dumps([first, second, nfgen.generation()]))
+"""
+
+
+@pytest.mark.skipif(not shutil.which("iptables-restore") or "nft" not in os.path.realpath(
+    shutil.which("iptables") or ""), reason="needs iptables-nft")
+def test_the_ruleset_generation_counts_commits():
+    proc = subprocess.run(["unshare", "-n", sys.executable, "-c", textwrap.dedent(GENERATION)],
+                          capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ, PYTHONPATH=ROOT))
+    assert proc.returncode == 0, proc.stderr
+    first, second, third = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert isinstance(first, int)
+    assert second == first + 2  # one per COMMIT
+    assert third == second  # a look changes nothing

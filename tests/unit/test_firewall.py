@@ -235,3 +235,103 @@ def test_links_on_a_network_with_icc_read_no_rules(monkeypatch, tmp_path):
     assert calls == []  # nothing to look for: link rules exist only with icc false
     network.open_links(store, "closed", "c" * 64, "10.90.1.2", targets)
     assert calls == [("remove", "fleet-link-cccccccccccc"), ("add",)]
+
+
+SAVED_ALL = SAVED_READY.replace("COMMIT\n", "COMMIT\n", 1) + "".join(line + "\n" for line in (
+    "*nat", ":PREROUTING ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]", ":POSTROUTING ACCEPT [0:0]",
+    ":FLEET-PREROUTING - [0:0]", ":FLEET-OUTPUT - [0:0]", ":FLEET-POSTROUTING - [0:0]",
+    '-A PREROUTING -m comment --comment "fleet" -j FLEET-PREROUTING',
+    '-A OUTPUT -m comment --comment "fleet" -j FLEET-OUTPUT',
+    '-A POSTROUTING -m comment --comment "fleet" -j FLEET-POSTROUTING', "COMMIT"))
+
+
+class Generations(RecordingIptables):
+    """RecordingIptables whose restores move nf_tables' generation, one per COMMIT."""
+
+    def __init__(self, saved):
+        super().__init__(saved)
+        self.generation = 100
+
+    def __call__(self, argv, stdin=None):
+        if argv[0] == "iptables-restore":
+            self.generation += stdin.count("COMMIT\n")
+        return super().__call__(argv, stdin)
+
+
+@pytest.fixture
+def kept_payload(monkeypatch):
+    """firewall with fresh process state, on iptables, with a double for the generation."""
+    fake = Generations(SAVED_ALL)
+    monkeypatch.setattr(firewall, "_run", fake)
+    monkeypatch.setattr(firewall, "_ready", set())
+    monkeypatch.setattr(firewall, "_known", {"generation": None, "recheck": False})
+    monkeypatch.setattr(firewall, "_generation", lambda: fake.generation)
+    monkeypatch.setenv("FLEET_FIREWALL", "iptables")
+    return fake
+
+
+def tools_run(fake):
+    return [tool for tool, _ in fake.calls]
+
+
+def test_a_kept_payload_skips_the_look_when_nothing_but_itself_changed_the_rules(
+        kept_payload):
+    firewall.add([FORWARD_RULE])
+    assert tools_run(kept_payload) == ["iptables-save", "iptables-restore"]
+    firewall.forget()  # the next command
+    firewall.add([FORWARD_RULE])
+    assert tools_run(kept_payload)[2:] == ["iptables-restore"]
+
+
+def test_a_kept_payload_looks_again_after_any_other_change(kept_payload):
+    firewall.add([FORWARD_RULE])
+    kept_payload.generation += 1  # someone else's change (an admin, a firewall reload)
+    firewall.forget()
+    firewall.add([FORWARD_RULE])
+    assert tools_run(kept_payload)[2:] == ["iptables-save", "iptables-restore"]
+
+
+def test_without_a_generation_every_command_looks(kept_payload, monkeypatch):
+    monkeypatch.setattr(firewall, "_generation", lambda: None)  # legacy iptables
+    firewall.add([FORWARD_RULE])
+    firewall.add([FORWARD_RULE])  # the same command: once per process still
+    firewall.forget()
+    firewall.add([FORWARD_RULE])
+    assert tools_run(kept_payload) == ["iptables-save", "iptables-restore",
+                                       "iptables-restore", "iptables-save",
+                                       "iptables-restore"]
+
+
+def test_a_change_between_the_look_and_the_restore_is_caught(kept_payload):
+    firewall.add([FORWARD_RULE])
+    original = kept_payload.__class__.__call__
+
+    def racing(self, argv, stdin=None):
+        if argv[0] == "iptables-restore":
+            self.generation += 1  # another process commits just before ours
+        return original(self, argv, stdin)
+
+    kept_payload.__class__.__call__ = racing
+    try:
+        firewall.add([FORWARD_RULE])
+    finally:
+        kept_payload.__class__.__call__ = original
+    firewall.forget()
+    firewall.add([FORWARD_RULE])
+    assert tools_run(kept_payload)[-2:] == ["iptables-save", "iptables-restore"]
+
+
+def test_nfgen_reads_the_generation_attribute():
+    import struct
+
+    from agent_payload.runtime import nfgen
+
+    attrs = struct.pack("=HH", 8, nfgen.NFTA_GEN_ID) + struct.pack(">I", 5514)
+    attrs += struct.pack("=HH", 8, 2) + struct.pack(">I", 77)
+    body = struct.pack("=BBH", 0, 0, 0) + attrs
+    kind = nfgen.NFNL_SUBSYS_NFTABLES << 8 | nfgen.NFT_MSG_NEWGEN
+    message = struct.pack("=LHHLL", 16 + len(body), kind, 0, 1, 0) + body
+    assert nfgen.parse_generation(message) == 5514
+    error = struct.pack("=LHHLL", 36, nfgen.NLMSG_ERROR, 0, 1, 0) + b"\0" * 20
+    assert nfgen.parse_generation(error) is None
+    assert nfgen.parse_generation(b"") is None

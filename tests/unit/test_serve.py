@@ -437,14 +437,15 @@ def test_widen_pipe_grows_a_pipe_and_leaves_other_files_alone(tmp_path):
         serve._widen_pipe(handle.fileno())  # EBADF/EINVAL from fcntl: ignored
 
 
-def test_forget_drops_what_the_process_learned_about_its_host(harness):
+def test_forget_drops_what_the_process_learned_about_its_host(harness, monkeypatch):
     from agent_payload import tools
     from agent_payload.runtime import firewall
 
+    monkeypatch.setattr(firewall, "_known", {"generation": None, "recheck": False})
     tools.which("sh")
-    firewall._ready.add("FLEET-TEST")
     harness.send(protocol.encode_msg(0, {"op": "forget"}))
     harness.call(1, "ping")  # answered after the forget: frames are handled in order
     assert harness.next_msg() == (1, {"ev": "result", "result": {
         "changed": False, "failed": False, "ping": "pong"}})
-    assert "sh" not in tools._found and "FLEET-TEST" not in firewall._ready
+    # Tools are looked up again; fleet's chains are checked again before the next rule.
+    assert "sh" not in tools._found and firewall._known["recheck"] is True
