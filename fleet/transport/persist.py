@@ -216,11 +216,13 @@ def lease(target, payload):
 
 
 def keepers():
-    """The sockets of this user's keepers (one per payload version in use)."""
+    """The sockets of this user's keepers (one per payload version in use). Raises
+    KeeperError when the sessions directory cannot be used (commands then connect by
+    themselves, without saying so: this is where it is said)."""
     try:
         return sorted(sessions_dir().glob("*.sock"))
-    except (KeeperError, OSError):
-        return []
+    except OSError as exc:
+        raise KeeperError(f"cannot use the sessions directory: {exc}") from None
 
 
 def command(op, timeout=10.0):

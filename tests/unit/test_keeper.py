@@ -6,6 +6,7 @@ a released session is kept and handed to the next command, one left with a reque
 flight is closed, idle ones expire, and the keeper's errors carry their class.
 """
 
+import json
 import os
 import socket
 import subprocess
@@ -272,3 +273,20 @@ def test_a_keeper_that_does_not_start_is_one_line(tmp_path, monkeypatch):
     with pytest.raises(persist.KeeperError, match="the session keeper did not start: "
                                                   "no answer"):
         persist.spawn(tmp_path / "x.sock", "0" * 16)
+
+
+def test_sessions_ls_says_why_no_session_can_be_kept(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from fleet.cli import main
+
+    shared = tmp_path / "s"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)
+    monkeypatch.setenv("FLEET_SESSIONS_DIR", str(shared))
+    result = CliRunner().invoke(main, ["sessions", "ls"])
+    assert result.exit_code == 1
+    assert f"{shared} must be a directory of yours that only you can use" in result.output
+    shared.chmod(0o700)
+    result = CliRunner().invoke(main, ["sessions", "ls", "-o", "json"])
+    assert result.exit_code == 0 and json.loads(result.output) == {"sessions": []}
