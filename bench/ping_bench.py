@@ -156,7 +156,9 @@ def write_results(rows, commands, runs):
         f"Measured {datetime.date.today()} by `python3 bench/ping_bench.py` on {platform.node()}"
         f" ({os.cpu_count()} cores, kernel {platform.release()}), lab hosts from `fleet lab up`.",
         f"Median of {runs} runs after one warm-up (minimum in brackets), seconds, each command "
-        "timed as a whole process.",
+        "timed as a whole process. fleet keeps its sessions between commands (ControlPersist "
+        "60 s, its default) and ansible its SSH masters (ControlPersist=60s): both start warm; "
+        "the floors connect anew each time.",
         "",
         "| hosts | " + " | ".join(names) + " | fleet / paramiko floor | ansible / fleet |",
         "|---|" + "---|" * (len(names) + 2),
