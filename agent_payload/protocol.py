@@ -5,7 +5,8 @@ One SSH channel carries frames in both directions. A frame is a 9-byte header
 
 - MSG:  a UTF-8 JSON object. Controller to host: ``{"op": "call", "module", "params"}``,
         ``{"op": "cancel"}``, ``{"op": "resize", "rows", "cols"}``, ``{"op": "forget"}``
-        (id 0: a new command on a session kept between commands). Host to controller:
+        (id 0: a new command on a session kept between commands; answered ``{"ev":
+        "forgot"}``). Host to controller:
         ``{"ev": "hello"}`` (id 0), ``{"ev": "progress", ...}``, ``{"ev": "result",
         "result": {...}}``, ``{"ev": "error", "msg": ...}``.
 - DATA: raw bytes of a request's stream (file content going up, a pty's or a log's

@@ -186,6 +186,7 @@ class Server:
                 module = sys.modules.get(name)
                 if module is not None:
                     module.forget()
+            self.send_msg(0, {"ev": "forgot"})  # the keeper's sign that this process lives
         elif op == "resize":
             ctx = self._get(req_id)
             if ctx is not None:
@@ -194,20 +195,24 @@ class Server:
             self.send_msg(req_id, {"ev": "error", "msg": f"unknown op {op!r}"})
 
     def _run(self, ctx, msg):
+        answer = None
         try:
-            result = call_module(msg.get("module"), msg.get("params") or {}, ctx)
-            self.send_msg(ctx.req_id, {"ev": "result", "result": result})
+            answer = {"ev": "result",
+                      "result": call_module(msg.get("module"), msg.get("params") or {}, ctx)}
         except Cancelled:
-            self.send_msg(ctx.req_id, {"ev": "result",
-                                       "result": {"failed": True, "changed": False,
-                                                  "msg": "cancelled"}})
+            answer = {"ev": "result",
+                      "result": {"failed": True, "changed": False, "msg": "cancelled"}}
         except Exception as exc:  # a module bug must not take the session down
             import traceback
-            self.send_msg(ctx.req_id, {"ev": "error", "msg": f"{type(exc).__name__}: {exc}",
-                                       "traceback": traceback.format_exc()})
+            answer = {"ev": "error", "msg": f"{type(exc).__name__}: {exc}",
+                      "traceback": traceback.format_exc()}
         finally:
+            # Done before the answer goes out: once the controller has it, the id may be
+            # used again (the next command on a kept session numbers from 1).
             with self._requests_lock:
                 self._requests.pop(ctx.req_id, None)
+            if answer is not None:
+                self.send_msg(ctx.req_id, answer)
 
 
 def call_module(name, params, ctx):

@@ -165,6 +165,8 @@ def _ipt_saved():
     for table, builtin, own in _IPT_CHAINS.values():
         if all(_ipt_present(tables, table, builtin, own)):
             _ready.add(own)
+        else:  # gone since (a flushed built-in chain): made again before the next rule
+            _ready.discard(own)
     _known["generation"] = generation  # what _ready holds was so at this generation
     return tables
 

@@ -28,13 +28,14 @@ import time
 
 from agent_payload import protocol
 from fleet.transport import ssh
-from fleet.transport.keeper_start import stop_listening
 from fleet.transport.payload import current_payload
 from fleet.transport.session import send_parts, start_payload
 
 LINGER = 5.0
 TICK = 0.5
 SMALL_FRAME = 64 * 1024
+FORGET_WAIT = 3.0  # the longest a kept session gets to show it is alive
+FIRST_FRAME_WAIT = 10.0
 FORGET = {"op": "forget"}
 # What a kept session is shared by: everything that decides where and as whom the
 # payload runs (not the inventory name, the timeouts or how long it is kept).
@@ -61,6 +62,7 @@ class Kept:
         self.client = None
         self.busy = True  # a command has it (the keeper's lock guards this flag)
         self.alive = True
+        self.forgot = threading.Event()  # the payload answered a FORGET
         self.on_gone = on_gone  # called once the payload's channel has ended
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
@@ -103,10 +105,14 @@ class Kept:
                 head = protocol.read_exact(read, protocol.HEADER.size)
                 if head is None:
                     break
-                length = protocol.HEADER.unpack(head)[0]
+                length, kind, req_id = protocol.HEADER.unpack(head)
                 body = protocol.read_exact(read, length) if length else b""
                 if body is None:
                     break
+                if req_id == 0 and kind == protocol.MSG and \
+                        protocol.decode_msg(body).get("ev") == "forgot":
+                    self.forgot.set()
+                    continue
                 with self._lock:
                     client = self.client
                 if client is not None:
@@ -208,7 +214,9 @@ class Keeper:
                 self.last_active = time.monotonic()
 
     def _serve_client(self, conn):
+        conn.settimeout(FIRST_FRAME_WAIT)  # a peer that says nothing must not keep us
         frame = protocol.read_frame(conn.recv)
+        conn.settimeout(None)
         if frame is None or frame[0] != protocol.MSG:
             return
         message = protocol.decode_msg(frame[2])
@@ -241,10 +249,15 @@ class Keeper:
             return
         key = session_key(fields)
         kept = self._take(key)
-        if kept is not None and not kept.send(protocol.encode_msg(0, FORGET)):
-            self._gone(kept)
-            kept.close()
-            kept = None
+        if kept is not None:
+            # The payload answers a FORGET: a host gone silent (rebooted, cut off) shows
+            # here, and the command gets a new session instead of a dead one.
+            kept.forgot.clear()
+            if not (kept.send(protocol.encode_msg(0, FORGET))
+                    and kept.forgot.wait(min(target.connect_timeout, FORGET_WAIT))):
+                self._gone(kept)
+                kept.close()
+                kept = None
         if kept is not None:
             hello = dict(kept.hello, kept=True)
             kept.target = target  # this command's persist time and names from now on
@@ -303,7 +316,7 @@ def _peer_uid(conn):
 
 def serve(listener, path, digest):
     """Serve the commands that connect to ``listener`` (bound at ``path`` by
-    keeper_start) until LINGER after the last session, then remove the socket."""
+    keeper_start) until LINGER after the last session."""
     gc.set_threshold(50_000, 20, 10)
     payload = current_payload()
     keeper = Keeper(payload)
@@ -326,4 +339,3 @@ def serve(listener, path, digest):
         threading.Thread(target=keeper.serve_client, args=(conn,), daemon=True,
                          name="fleet-keeper-client").start()
         keeper.expire()
-    stop_listening(path, listener)

@@ -74,7 +74,10 @@ def main(path, digest):
     os.close(devnull)
     if listener is None:
         return
-    from fleet.transport.keeper import serve
+    try:
+        from fleet.transport.keeper import serve
 
-    serve(listener, path, digest)
-    os._exit(0)
+        serve(listener, path, digest)
+    finally:  # whatever happened, no socket is left for commands to find dead
+        stop_listening(path, listener)
+        os._exit(0)

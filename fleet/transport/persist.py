@@ -63,9 +63,12 @@ def socket_path(digest):
 
 
 def target_fields(target):
-    """``target`` as the JSON the keeper rebuilds it from (never the become password)."""
-    return {field.name: getattr(target, field.name) for field in dataclasses.fields(target)
-            if field.name != "become_password"}
+    """``target`` as the JSON the keeper rebuilds it from (never the become password).
+    The user is spelled out: the keeper's environment is another command's."""
+    fields = {field.name: getattr(target, field.name) for field in dataclasses.fields(target)
+              if field.name != "become_password"}
+    fields["user"] = target.user_or_default
+    return fields
 
 
 class KeptLink:
@@ -106,11 +109,14 @@ def connect(path):
 
 def ask(sock, message, timeout):
     """Send ``message`` (a dict) as the first frame and return the keeper's answer, or
-    None when it closed the socket first (it was exiting)."""
+    None when it closed the socket first (it was exiting). KeeperError when it does not
+    answer within ``timeout``."""
     sock.settimeout(timeout)
     try:
         sock.sendall(protocol.encode_msg(0, message))
         frame = protocol.read_frame(sock.recv)
+    except socket.timeout:
+        raise KeeperError(f"the session keeper did not answer within {timeout:g}s") from None
     except (OSError, protocol.ProtocolError):
         return None
     finally:
@@ -196,14 +202,14 @@ def lease(target, payload):
                     if sock is None:
                         spawn(path, payload.digest)
                         sock = connect(path)
+            _reap_started()
+            answer = None if sock is None else ask(sock, request, timeout)
         except KeeperError as exc:
             _failed.append(str(exc))
             return None
-        if sock is None:
-            continue
-        answer = ask(sock, request, timeout)
         if answer is None:
-            sock.close()
+            if sock is not None:
+                sock.close()
             continue
         if answer.get("ev") == "hello":
             return KeptLink(sock), answer
@@ -212,7 +218,18 @@ def lease(target, payload):
             return None
         error = ERRORS.get(answer.get("kind"), ssh.TransportError)
         raise error(answer.get("msg") or f"the session keeper could not reach {target.host}")
+    _failed.append("the session keeper closed the connection twice")
     return None
+
+
+def _reap_started():
+    """Wait for the start of a keeper prestart began that nobody needed (another keeper
+    answered first): its first process leaves at once."""
+    with _spawning:
+        while _started:
+            child = _started.pop()
+            child.wait()
+            child.stdout.close()
 
 
 def keepers():

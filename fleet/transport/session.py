@@ -130,7 +130,9 @@ class Session:
         from an earlier command, else a new one the keeper holds on to afterwards); a
         direct connection when no keeper can be had."""
         payload = payload or current_payload()
-        if target.persist and not target.become_password:
+        # Only with a key file: the keeper's environment (its ssh-agent socket, its
+        # default keys' home) is that of the command that started it, not this one's.
+        if target.persist and target.key_file and not target.become_password:
             from fleet.transport import persist
 
             kept = persist.lease(target, payload)
@@ -170,7 +172,11 @@ class Session:
             idle = self._closed is None and not self._requests
             self._closed = self._closed or ssh.TransportError(
                 f"session with {self.target.host} closed")
-        self.link.close(idle)
+        if idle:  # the release must not land inside a frame another thread is sending
+            with self._send_lock:
+                self.link.close(True)
+        else:
+            self.link.close(False)
 
     def check_alive(self):
         """Raise TransportError when the host has been silent past ``dead_after``."""

@@ -57,12 +57,14 @@ def target_for(inventory, name, connect_timeout=10.0):
     host_vars = inventory.host_vars(name)
     known = conn.known_hosts_file or known_hosts_from_common_args(
         host_vars.get("ansible_ssh_common_args"))
+    # Absolute: the session keeper that may connect for this command has its own cwd.
+    known = os.path.abspath(os.path.expanduser(known)) if known else None
     return Target(
         name=name,
         host=conn.host,
         port=conn.port,
         user=conn.user,
-        key_file=os.path.expanduser(conn.key_file) if conn.key_file else None,
+        key_file=os.path.abspath(os.path.expanduser(conn.key_file)) if conn.key_file else None,
         python=conn.python,
         become=conn.become,
         become_user=conn.become_user,

@@ -335,3 +335,17 @@ def test_nfgen_reads_the_generation_attribute():
     error = struct.pack("=LHHLL", 36, nfgen.NLMSG_ERROR, 0, 1, 0) + b"\0" * 20
     assert nfgen.parse_generation(error) is None
     assert nfgen.parse_generation(b"") is None
+
+
+def test_a_kept_payload_puts_back_a_jump_flushed_between_commands(kept_payload):
+    firewall.add([FORWARD_RULE])
+    # Between the commands an admin flushes FORWARD; the next command's first call is a
+    # remove (a network brought up again), whose look sees the jump gone.
+    kept_payload.saved = SAVED_ALL.replace(
+        '-A FORWARD -m comment --comment "fleet" -j FLEET-FORWARD\n', "")
+    kept_payload.generation += 1
+    firewall.forget()
+    firewall.remove("fleet-none")
+    firewall.add([FORWARD_RULE])
+    script = kept_payload.calls[-1][1].splitlines()
+    assert "-I FORWARD 1 -m comment --comment fleet -j FLEET-FORWARD" in script

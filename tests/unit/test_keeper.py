@@ -290,3 +290,23 @@ def test_sessions_ls_says_why_no_session_can_be_kept(tmp_path, monkeypatch):
     shared.chmod(0o700)
     result = CliRunner().invoke(main, ["sessions", "ls", "-o", "json"])
     assert result.exit_code == 0 and json.loads(result.output) == {"sessions": []}
+
+
+def test_a_kept_session_that_does_not_answer_is_replaced(keeper, monkeypatch):
+    import signal
+
+    monkeypatch.setattr(keeper_mod, "FORGET_WAIT", 0.2)
+    session, thread = open_session(keeper)
+    session.close()
+    thread.join(WAIT)
+    stuck = keeper.started[0].proc
+    stuck.send_signal(signal.SIGSTOP)  # alive to the kernel, silent to us: a host cut off
+    try:
+        again, thread = open_session(keeper)
+        assert again.cache_state != "kept" and len(keeper.started) == 2
+        assert again.call("ping", timeout=WAIT)["ping"] == "pong"
+        again.close()
+        thread.join(WAIT)
+    finally:
+        stuck.send_signal(signal.SIGCONT)
+    assert stuck.wait(WAIT) == 0  # the replaced one was closed

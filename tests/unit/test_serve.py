@@ -444,8 +444,17 @@ def test_forget_drops_what_the_process_learned_about_its_host(harness, monkeypat
     monkeypatch.setattr(firewall, "_known", {"generation": None, "recheck": False})
     tools.which("sh")
     harness.send(protocol.encode_msg(0, {"op": "forget"}))
-    harness.call(1, "ping")  # answered after the forget: frames are handled in order
+    assert harness.next_msg() == (0, {"ev": "forgot"})  # the keeper's sign of life
+    harness.call(1, "ping")
     assert harness.next_msg() == (1, {"ev": "result", "result": {
         "changed": False, "failed": False, "ping": "pong"}})
     # Tools are looked up again; fleet's chains are checked again before the next rule.
     assert "sh" not in tools._found and firewall._known["recheck"] is True
+
+
+def test_a_request_is_forgotten_before_its_answer_goes_out(harness):
+    """Once the controller has the answer it may use the id again (a kept session's next
+    command numbers from 1): the old request must not linger under it."""
+    harness.call(1, "ping")
+    assert harness.next_msg()[0] == 1
+    assert harness.server._requests == {}
