@@ -13,8 +13,9 @@ def sessions():
 
     A session stays 60 s after the command that used it (ControlPersist in a host's
     ansible_ssh_common_args or ansible_ssh_extra_args, else $FLEET_PERSIST: a time such as
-    10m, "yes" for until closed, "no" for a connection per command). Hosts with a become
-    password never keep one.
+    10m, "yes" for until closed, "no" for a connection per command). Only hosts reached
+    with a key file (ansible_ssh_private_key_file) keep one, and never those with a
+    become password.
 
     \b
     Example:
