@@ -207,7 +207,8 @@ def _ipt_restore(lines_by_table):
                      for table, lines in lines_by_table.items() if lines)
     if not script:
         return
-    before = _generation()
+    # Read only when it can matter: with nothing known, nothing is carried over.
+    before = _generation() if _known["generation"] is not None else None
     done = _run(["iptables-restore", "-w", "--noflush"], stdin=script)
     if done.returncode != 0:
         _known["generation"] = None
@@ -260,7 +261,7 @@ def _ipt_teardown():
 
 def _nft(script):
     """Run ``script`` through nft -f (one transaction, one generation)."""
-    before = _generation()
+    before = _generation() if _known["generation"] is not None else None
     done = _run(["nft", "-f", "-"], stdin=script)
     known = done.returncode == 0 and before is not None and _known["generation"] == before
     after = _generation() if known else None

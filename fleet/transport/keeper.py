@@ -102,13 +102,10 @@ class Kept:
         read = self.channel.recv
         try:
             while True:
-                head = protocol.read_exact(read, protocol.HEADER.size)
-                if head is None:
+                frame = protocol.read_frame(read)
+                if frame is None:
                     break
-                length, kind, req_id = protocol.HEADER.unpack(head)
-                body = protocol.read_exact(read, length) if length else b""
-                if body is None:
-                    break
+                kind, req_id, body = frame
                 if req_id == 0 and kind == protocol.MSG and \
                         protocol.decode_msg(body).get("ev") == "forgot":
                     self.forgot.set()
@@ -117,7 +114,7 @@ class Kept:
                     client = self.client
                 if client is not None:
                     try:
-                        client.sendall(head + body)
+                        client.sendall(protocol.encode(kind, req_id, body))
                     except OSError:
                         pass  # the command is gone; its own thread notices
         except (OSError, EOFError, protocol.ProtocolError):
@@ -234,18 +231,22 @@ class Keeper:
         elif op == "open":
             self._open(conn, message)
 
+    @staticmethod
+    def _refuse(conn, kind, msg):
+        """Answer an open with an error: ``kind`` is an ssh error class's name, or
+        "stale" (the command then connects by itself)."""
+        conn.sendall(protocol.encode_msg(0, {"ev": "error", "kind": kind, "msg": msg}))
+
     def _open(self, conn, message):
         if message.get("payload") != self.payload.digest or self.closing:
-            conn.sendall(protocol.encode_msg(0, {"ev": "error", "kind": "stale",
-                                                 "msg": "keeper of another payload"}))
+            self._refuse(conn, "stale", "keeper of another payload")
             return
         fields = dict(message.get("target") or {})
         try:
             fields["persist"] = float(fields.get("persist") or 0.0)
             target = ssh.Target(**fields)
         except (TypeError, ValueError):  # a command of another fleet version
-            conn.sendall(protocol.encode_msg(0, {"ev": "error", "kind": "stale",
-                                                 "msg": "a target this keeper cannot read"}))
+            self._refuse(conn, "stale", "a target this keeper cannot read")
             return
         key = session_key(fields)
         kept = self._take(key)
@@ -265,8 +266,7 @@ class Keeper:
             try:
                 transport, channel, hello = start_payload(target, self.payload)
             except ssh.TransportError as exc:
-                conn.sendall(protocol.encode_msg(0, {"ev": "error", "msg": str(exc),
-                                                     "kind": type(exc).__name__}))
+                self._refuse(conn, type(exc).__name__, str(exc))
                 return
             kept = Kept(key, target, transport, channel, hello, self._gone)
             with self._lock:
@@ -290,22 +290,19 @@ class Keeper:
         or goes away without doing so (False)."""
         read = conn.recv
         while True:
-            head = protocol.read_exact(read, protocol.HEADER.size)
-            if head is None:
+            frame = protocol.read_frame(read)
+            if frame is None:
                 return False
-            length, kind, req_id = protocol.HEADER.unpack(head)
-            if kind not in protocol.KINDS or length > protocol.MAX_BODY:
-                return False
-            body = protocol.read_exact(read, length) if length else b""
-            if body is None:
-                return False
+            kind, req_id, body = frame
             if req_id == 0 and kind == protocol.MSG:
                 if protocol.decode_msg(body).get("op") == "release":
                     return True
                 continue
             # One write for a small frame: one SSH packet, where two would cost a packet
             # (and a segment) more.
-            if not (kept.send(head + body) if length < SMALL_FRAME else kept.send(head, body)):
+            head = protocol.header(kind, req_id, len(body))
+            if not (kept.send(head + body) if len(body) < SMALL_FRAME
+                    else kept.send(head, body)):
                 return False
 
 
