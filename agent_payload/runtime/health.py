@@ -166,8 +166,13 @@ class Checker:
         result_r, result_w = os.pipe2(os.O_CLOEXEC)
         pid = os.fork()
         if pid == 0:
-            os.close(result_r)
-            _check(dict(self.plan, pid=container_pid), self.config["timeout"], result_w)
+            try:
+                os.close(result_r)
+                _check(dict(self.plan, pid=container_pid), self.config["timeout"], result_w)
+            finally:
+                # Never back into the supervisor's loop, whatever failed (say, the result
+                # pipe broken by a container removed mid-check): a copy of it would run on.
+                os._exit(1)
         os.close(result_w)
         self.running = (pid, result_r)
         return result_r

@@ -7,13 +7,12 @@ plan as JSON on fd 3 and a pipe on fd 4 for its events, one JSON object per line
 ``{"exited": code}`` (negative: killed by that signal). fds 0-2 are the container's
 stdin, stdout and stderr.
 
-``start`` makes PID 1 of a new PID namespace (through a short-lived middle process, see
-its docstring); PID 1 joins the container's cgroup, unshares the mount, UTS, IPC and
-cgroup (and, for ``network_mode: none``, network) namespaces, builds the root
-(rootfs.setup), sets the hostname, rlimits, user and groups, the seccomp filter and the
-capability sets, and execs the command; a failure before exec comes back through a
-close-on-exec pipe as one line. The launcher itself stays in the host's namespaces and
-outside the container's cgroup.
+``start`` forks PID 1 of a new PID namespace (see its docstring); PID 1 joins the
+container's cgroup, unshares the mount, UTS, IPC and cgroup (and, for ``network_mode:
+none``, network) namespaces, builds the root (rootfs.setup), sets the hostname, rlimits,
+user and groups, the seccomp filter and the capability sets, and execs the command; a
+failure before exec comes back through a close-on-exec pipe as one line. The launcher
+itself stays in the host's namespaces and outside the container's cgroup.
 """
 
 import _signal as signal  # the signal module itself imports enum: milliseconds per start
@@ -28,7 +27,7 @@ from agent_payload import jsonwire, syscalls, tools
 from agent_payload.runtime import caps, netlink, rootfs, seccomp
 
 S = syscalls
-# What PID 1 unshares for itself; its PID namespace comes from start()'s middle process.
+# What PID 1 unshares for itself; its PID namespace is made by start() before the fork.
 NAMESPACES = S.CLONE_NEWNS | S.CLONE_NEWUTS | S.CLONE_NEWIPC | S.CLONE_NEWCGROUP
 PLAN_FD, EVENTS_FD = 3, 4
 EXEC_FAILED = 127
@@ -181,49 +180,49 @@ def start(plan, stdio=None):
     ``stdio``: three descriptors to become its stdin, stdout and stderr (else it keeps
     the caller's 0, 1 and 2).
 
-    The caller must be a child subreaper (syscalls.set_child_subreaper): a short-lived
-    process unshares the PID namespace and forks PID 1 into it, then exits, so PID 1
-    becomes the caller's child to wait for. A new PID namespace needs a new process each
-    time: the one that asked for it can never make another. Raises LaunchError with the
-    first process's own message when it fails before exec.
+    PID 1 is the caller's own child: the caller unshares the PID namespace for its next
+    child, forks, and joins its own PID namespace again for every child after (setns may
+    enter the caller's active namespace, which makes unshare possible once more). A
+    process in between, forked only to unshare and exit, cost a fork and an exit of the
+    caller's whole address space per container. Raises LaunchError with PID 1's own
+    message when it fails before exec.
     """
     error_r, error_w = os.pipe2(os.O_CLOEXEC)
-    pid_r, pid_w = os.pipe2(os.O_CLOEXEC)
+    own, pid = None, -1
     try:
-        middle = os.fork()
-    except OSError as exc:
-        for fd in (error_r, error_w, pid_r, pid_w):
-            os.close(fd)
-        raise LaunchError(f"cannot start the container: {exc}") from None
-    if middle == 0:
-        os.close(error_r)
-        os.close(pid_r)
+        own = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+        S.unshare(S.CLONE_NEWPID)
         try:
-            S.unshare(S.CLONE_NEWPID)
-            first = os.fork()
-        except BaseException as exc:
-            os.write(error_w, f"cannot start the container: {exc}".encode()[:4000])
-            os._exit(EXEC_FAILED)
-        if first == 0:
-            os.close(pid_w)
+            pid = os.fork()
+        finally:
+            if pid != 0:  # the caller, whether or not the fork worked
+                S.setns(own, S.CLONE_NEWPID, "pid")
+    except OSError as exc:
+        if pid > 0:  # only the setns failed: PID 1 must not go on without its caller
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        for fd in (error_r, error_w, own):
+            if fd is not None:
+                os.close(fd)
+        raise LaunchError(f"cannot start the container: {exc}") from None
+    if pid == 0:
+        try:
+            os.close(error_r)
+            os.close(own)
             if stdio is not None:
                 for target, fd in enumerate(stdio):
                     os.dup2(fd, target)
-            _child(plan, error_w)
-        os.write(pid_w, str(first).encode())
-        os._exit(0)
+        except BaseException as exc:
+            _fail(error_w, exc)  # never back into the caller's code: it would run twice
+        _child(plan, error_w)
+    os.close(own)
     os.close(error_w)
-    os.close(pid_w)
-    os.waitpid(middle, 0)
-    first = _read_all(pid_r).decode()
-    os.close(pid_r)
     failure = _read_all(error_r).decode("utf-8", "replace")
     os.close(error_r)
     if failure:
-        if first:
-            os.waitpid(int(first), 0)
+        os.waitpid(pid, 0)
         raise LaunchError(failure)
-    return int(first)
+    return pid
 
 
 # The namespaces an exec joins, the mount namespace last: joining it changes the root.
@@ -262,10 +261,13 @@ def start_exec(plan, stdio=None):
             os.close(fd)
         raise LaunchError(f"cannot enter the container: {exc}") from None
     if pid == 0:
-        os.close(error_r)
-        if stdio is not None:
-            for target_fd, fd in enumerate(stdio):
-                os.dup2(fd, target_fd)
+        try:
+            os.close(error_r)
+            if stdio is not None:
+                for target_fd, fd in enumerate(stdio):
+                    os.dup2(fd, target_fd)
+        except BaseException as exc:
+            _fail(error_w, exc)
         _exec_child(plan, fds, error_w)
     os.close(error_w)
     for fd in fds.values():

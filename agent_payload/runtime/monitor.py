@@ -12,11 +12,11 @@ The payload starts it on demand (``ensure``: posix_spawn with a session of its o
 stdio on /dev/null, so it outlives the SSH connection). It listens on a unix socket in
 /run/fleet named by the payload version and the store; one JSON request a connection:
 ``{"op": "start", "dir": DIR}`` starts the container in DIR and answers ``{"ok": true}``
-or ``{"error": ...}``; ``{"op": "ping"}``. As the child subreaper of every container's
-PID 1 it learns their exits (SIGCHLD through the interpreter's wakeup fd), writes
-state.json (records.py), appends the output to container.log in Docker's json-file
-format, runs healthchecks (health.py) and restarts containers per their policy with
-Docker's back-off. It leaves after IDLE_EXIT seconds with no container to watch.
+or ``{"error": ...}``; ``{"op": "ping"}``. As the parent of every container's PID 1 it
+learns their exits (SIGCHLD through the interpreter's wakeup fd), writes state.json
+(records.py), appends the output to container.log in Docker's json-file format, runs
+healthchecks (health.py) and restarts containers per their policy with Docker's
+back-off. It leaves after IDLE_EXIT seconds with no container to watch.
 """
 
 import _signal
@@ -456,7 +456,7 @@ def main(path):
     import socket
 
     _launcher()  # loaded before the first fork: after pivot_root nothing can be imported
-    syscalls.set_child_subreaper()  # every container's PID 1 becomes our child
+    syscalls.set_child_subreaper()  # what a healthcheck's child leaves is ours to reap
     tmp = f"{path}.{os.getpid()}"
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(tmp)

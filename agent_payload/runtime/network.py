@@ -1,5 +1,6 @@
 """Container networks on one host: a Linux bridge per network, addresses handed out from
-its subnet, a veth pair and a network namespace per container (iproute2's ``ip``).
+its subnet, a veth pair and a network namespace per container (netns.py, netlink.py;
+iproute2's ``ip`` for the bridges).
 
 A network is STORE/networks/NAME.json (name, id, subnet, gateway, bridge device); its
 addresses are STORE/networks/NAME.ipam.json ({address: container id}), changed only
@@ -34,13 +35,12 @@ from agent_payload import tools
 from agent_payload.digests import sha256_hex as _sha256_hex
 from agent_payload.jsonfile import read_json, write_json
 from agent_payload.oci.store import DEFAULT_ROOT, FileLock
-from agent_payload.runtime import firewall
+from agent_payload.runtime import firewall, netlink, netns
 
 DEFAULT_NETWORK = "bridge"
 DEFAULT_DEVICE = "fleet0"
 DEFAULT_SUBNET = "10.89.0.0/16"
 AUTO_SUBNETS = "10.90.{}.0/24"
-NETNS_DIR = "/run/netns"
 LOCK_DIR = "/run/fleet"
 
 
@@ -316,13 +316,9 @@ def attach(store, name, container_id, mappings=None, labels=None):
             raise NetworkError(f"network {name} has no address left")
         used[address] = container_id
         write_json(ipam_path, used)
-    ns, outer = netns_name(container_id), "fleetv" + container_id[:8]
+    ns = netns_name(container_id)
     try:
-        # one ip run (a process costs ~2 ms of CPU); the inside is PID 1's, over netlink
-        _ip(commands=f"netns add {ns}\n"
-                     f"link add {outer} type veth peer name eth0 netns {ns} "
-                     f"address {_mac(address)}\n"
-                     f"link set {outer} master {record['bridge']} up\n")
+        _add_namespace(ns, _outer(container_id), _mac(address), record["bridge"])
         ports = publish(store, container_id, address, mappings or [],
                         record.get("userland_proxy", False))
     except NetworkError:
@@ -330,7 +326,35 @@ def attach(store, name, container_id, mappings=None, labels=None):
         raise
     return {"IPAddress": address, "Ports": ports, "Gateway": record["gateway"],
             "IPPrefixLen": prefixlen, "MacAddress": _mac(address),
-            "NetworkID": record["id"], "netns": os.path.join(NETNS_DIR, ns)}
+            "NetworkID": record["id"], "netns": netns.path_of(ns)}
+
+
+def _outer(container_id):
+    """The host's end of the container's veth pair."""
+    return "fleetv" + container_id[:8]
+
+
+def _add_namespace(ns, outer, mac, bridge):
+    """The container's namespace ``ns`` with the inner end of a veth pair in it (eth0,
+    ``mac``, up) and the host's end ``outer`` on ``bridge``, up; the address and route
+    inside are left to PID 1 (netlink.configure). No process: what ip would do is done
+    by netns.py and netlink.py, the pair from a thread in the new namespace."""
+    import _socket
+
+    try:
+        master = _socket.if_nametoindex(bridge)  # looked up here, in the host's namespace
+        host = netlink.Route()  # a socket stays in the namespace it was made in
+        try:
+            host_ns = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                netns.add(ns, inside=lambda: netlink.add_veth(host, host_ns, outer, master,
+                                                               mac))
+            finally:
+                os.close(host_ns)
+        finally:
+            host.close()
+    except OSError as exc:
+        raise NetworkError(f"network namespace {ns}: {exc.strerror or exc}") from None
 
 
 def detach(store, name, container_id, published=True, linked=True):
@@ -343,8 +367,13 @@ def detach(store, name, container_id, published=True, linked=True):
     # The host's end first: deleting it deletes the pair at once, while the namespace may
     # live on for a while after its name goes (sockets of the container still closing,
     # e.g. towards a linked container removed before it, hold it).
-    _ip("-force", commands=f"link del fleetv{container_id[:8]}\n"
-                           f"netns del {netns_name(container_id)}\n", check=False)
+    # Best effort, as `ip -force`: neither is there when attach failed half-way.
+    for undo, what in ((netlink.delete_link, _outer(container_id)),
+                         (netns.remove, netns_name(container_id))):
+        try:
+            undo(what)
+        except OSError:
+            pass
     ipam_path = os.path.join(_dir(store), f"{name}.ipam.json")
     with _Locked(store):
         used = read_json(ipam_path, {})

@@ -66,3 +66,20 @@ def test_failures_in_the_start_period_do_not_count():
                        "start_period": 60}, {})
     state = _finish(checker, 1)
     assert (state["Status"], state["FailingStreak"]) == ("starting", 0)
+
+
+def test_a_check_that_fails_ends_its_process(monkeypatch):
+    # A check whose result pipe broke (the container was removed mid-check) raised out of
+    # the forked child, which then ran on as a second copy of the supervisor.
+    def broken(plan, timeout, result_w):
+        raise BrokenPipeError("the supervisor is gone")
+
+    monkeypatch.setattr(health, "_check", broken)
+    checker = Checker({"argv": ["true"], "interval": 0, "timeout": 1, "retries": 1,
+                       "start_period": 0}, {})
+    checker.next_due = 0
+    result_r = checker.maybe_start(container_pid=os.getpid())
+    pid, _ = checker.running
+    _, status = os.waitpid(pid, 0)  # only the child can have got here otherwise
+    os.close(result_r)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 1
