@@ -17,6 +17,7 @@ import os
 from agent_payload import syscalls as S
 
 RUN_DIR = "/run/netns"
+_sharing = _thread.allocate_lock()  # two creates at once must not both bind run_dir
 
 
 def path_of(name, run_dir=RUN_DIR):
@@ -26,13 +27,14 @@ def path_of(name, run_dir=RUN_DIR):
 def _shared(run_dir):
     """Make ``run_dir`` a shared mount, binding it onto itself first when it is none."""
     os.makedirs(run_dir, 0o755, exist_ok=True)
-    try:
-        S.mount("", run_dir, "none", S.MS_SHARED | S.MS_REC)
-    except OSError as exc:
-        if exc.errno != errno.EINVAL:  # EINVAL: not a mount point yet
-            raise
-        S.mount(run_dir, run_dir, "none", S.MS_BIND | S.MS_REC)
-        S.mount("", run_dir, "none", S.MS_SHARED | S.MS_REC)
+    with _sharing:
+        try:
+            S.mount("", run_dir, "none", S.MS_SHARED | S.MS_REC)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:  # EINVAL: not a mount point yet
+                raise
+            S.mount(run_dir, run_dir, "none", S.MS_BIND | S.MS_REC)
+            S.mount("", run_dir, "none", S.MS_SHARED | S.MS_REC)
 
 
 def _bind_new(path, inside, outcome, done):

@@ -369,7 +369,7 @@ def detach(store, name, container_id, published=True, linked=True):
     # e.g. towards a linked container removed before it, hold it).
     # Best effort, as `ip -force`: neither is there when attach failed half-way.
     for undo, what in ((netlink.delete_link, _outer(container_id)),
-                         (netns.remove, netns_name(container_id))):
+                       (netns.remove, netns_name(container_id))):
         try:
             undo(what)
         except OSError:
