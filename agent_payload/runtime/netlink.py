@@ -123,8 +123,7 @@ def configure(address, prefixlen, gateway, device="eth0"):
     try:
         for name in ("lo", device):
             index = _socket.if_nametoindex(name)
-            route.ask(RTM_NEWLINK, 0, struct.pack("=BxHiII", 0, 0, index, IFF_UP, IFF_UP),
-                      f"ip link set {name} up")
+            route.ask(RTM_NEWLINK, 0, _ifinfo(index, IFF_UP), f"ip link set {name} up")
         packed = _socket.inet_aton(address)
         route.ask(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL,
                   struct.pack("=BBBBI", _socket.AF_INET, prefixlen, 0, RT_SCOPE_UNIVERSE,
