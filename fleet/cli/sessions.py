@@ -13,9 +13,9 @@ def sessions():
 
     A session stays 60 s after the command that used it (ControlPersist in a host's
     ansible_ssh_common_args or ansible_ssh_extra_args, else $FLEET_PERSIST: a time such as
-    10m, "yes" for until closed, "no" for a connection per command). Only hosts reached
-    with a key file (ansible_ssh_private_key_file) keep one, and never those with a
-    become password.
+    10m, "yes" for until closed, "no" for a connection per command). A session is shared
+    only by commands that reach the host with the same key file, or the same ssh-agent
+    socket and default keys; hosts with a become password never keep one.
 
     \b
     Example:

@@ -39,13 +39,14 @@ FIRST_FRAME_WAIT = 10.0
 FORGET = {"op": "forget"}
 # What a kept session is shared by: everything that decides where and as whom the
 # payload runs (not the inventory name, the timeouts or how long it is kept).
-KEY_FIELDS = ("host", "port", "user", "key_file", "python", "become", "become_user",
-              "known_hosts")
+KEY_FIELDS = ("host", "port", "user", "key_file", "agent", "identities", "python", "become",
+              "become_user", "known_hosts")
 
 
 def session_key(fields):
-    """The kept-session key of a target's fields."""
-    return tuple(fields.get(name) for name in KEY_FIELDS)
+    """The kept-session key of a target's fields (lists, from JSON, as tuples)."""
+    return tuple(tuple(value) if isinstance(value, list) else value
+                 for value in (fields.get(name) for name in KEY_FIELDS))
 
 
 class Kept:

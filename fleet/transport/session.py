@@ -130,12 +130,12 @@ class Session:
         from an earlier command, else a new one the keeper holds on to afterwards); a
         direct connection when no keeper can be had."""
         payload = payload or current_payload()
-        # Only with a key file: the keeper's environment (its ssh-agent socket, its
-        # default keys' home) is that of the command that started it, not this one's.
-        if target.persist and target.key_file and not target.become_password:
+        if target.persist and not target.become_password:
             from fleet.transport import persist
 
-            kept = persist.lease(target, payload)
+            # The keeper's environment (its ssh-agent socket, its home's default keys) is
+            # that of the command that started it: this one's go with the target.
+            kept = persist.lease(ssh.pinned_auth(target), payload)
             if kept is not None:
                 return cls(target, *kept)
         transport, channel, hello = start_payload(target, payload)

@@ -7,6 +7,7 @@ or changed, authentication refused).
 """
 
 import base64
+import dataclasses
 import functools
 import hashlib
 import importlib.util
@@ -104,6 +105,12 @@ class Target:
     # Seconds a session stays open after a command, for the next one (ControlPersist);
     # 0: none (a connection per command), inf: until `fleet sessions close`.
     persist: float = 0.0
+    # Where the keys come from without a key file: an ssh-agent's socket (None: this
+    # process's $SSH_AUTH_SOCK; "": no agent) and the key files tried when the agent has
+    # none (None: this process's ~/.ssh/id_*). Set by pinned_auth for a session that the
+    # keeper opens, whose own environment is another command's.
+    agent: str | None = None
+    identities: tuple | None = None
 
     @property
     def user_or_default(self):
@@ -268,18 +275,55 @@ def _verify_host_key(key, expected, target, known_path):
         "fix known_hosts if the host was reinstalled)")
 
 
+DEFAULT_IDENTITIES = ("id_ed25519", "id_ecdsa", "id_rsa")
+
+
+def default_identities():
+    """This process's default key files that exist (~/.ssh/id_*, as ssh tries them)."""
+    paths = (os.path.expanduser("~/.ssh/" + name) for name in DEFAULT_IDENTITIES)
+    return tuple(path for path in paths if os.path.exists(path))
+
+
+def pinned_auth(target):
+    """``target`` with this process's key sources spelled out (its ssh-agent socket and
+    default key files), for a connection another process makes for it."""
+    if target.key_file:
+        return target
+    agent = target.agent if target.agent is not None else os.environ.get("SSH_AUTH_SOCK", "")
+    identities = (target.identities if target.identities is not None
+                  else default_identities())
+    return dataclasses.replace(target, agent=agent, identities=tuple(identities))
+
+
+def agent_keys(path=None):
+    """The keys of the ssh-agent at socket ``path`` (None: $SSH_AUTH_SOCK; "": none).
+    An agent that cannot be reached has no keys, as for ssh."""
+    if path is None:
+        return list(paramiko.Agent().get_keys())
+    if not path:
+        return []
+    agent = paramiko.agent.AgentSSH()
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        conn.connect(path)
+        agent._connect(conn)  # the keys keep the connection: they sign through it
+    except (OSError, paramiko.SSHException):
+        conn.close()
+        return []
+    return list(agent.get_keys())
+
+
 def _authenticate(transport, target, where):
     user = target.user_or_default
     keys = []
     if target.key_file:
         keys.append(private_key(target.key_file))
     else:
-        keys.extend(paramiko.Agent().get_keys())
+        keys.extend(agent_keys(target.agent))
         if not keys:
-            for name in ("id_ed25519", "id_ecdsa", "id_rsa"):
-                path = os.path.expanduser("~/.ssh/" + name)
-                if os.path.exists(path):
-                    keys.append(private_key(path))
+            identities = (target.identities if target.identities is not None
+                          else default_identities())
+            keys.extend(private_key(path) for path in identities)
     if not keys:
         raise AuthError(f"no SSH key for {user}@{where}: set ansible_ssh_private_key_file or "
                         "load a key into ssh-agent")

@@ -87,6 +87,37 @@ def test_a_second_command_gets_the_session_the_first_left(kept, lab, lab_invento
                    WAIT)
 
 
+@pytest.mark.skipif(not shutil.which("ssh-agent"), reason="needs openssh-client")
+def test_a_host_reached_through_ssh_agent_is_kept(kept, lab, lab_inventory, tmp_path,
+                                                  monkeypatch):
+    # No key file: the key is in this command's agent, which the keeper (started by an
+    # earlier command, with another environment) must use all the same.
+    target = replace(lab_targets(lab_inventory)[0], key_file=None)
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
+    try:
+        wait_until(sock.exists, WAIT)
+        subprocess.run(["ssh-add", "-q", lab_targets(lab_inventory)[0].key_file], check=True,
+                       env=dict(os.environ, SSH_AUTH_SOCK=str(sock)),
+                       stderr=subprocess.DEVNULL)
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
+        monkeypatch.setenv("HOME", str(tmp_path))  # no default keys to fall back on
+        first = Session.open(target)
+        first.close()
+        second = Session.open(target)
+        try:
+            assert second.cache_state == "kept"
+            assert second.hello["pid"] == first.hello["pid"]
+        finally:
+            second.close()
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(tmp_path / "another.sock"))
+        with pytest.raises(ssh.AuthError):  # another agent (none here): not that session
+            Session.open(target)
+    finally:
+        agent.terminate()
+        agent.wait(WAIT)
+
+
 def test_a_session_dropped_mid_request_is_not_kept(kept, lab, lab_inventory):
     target = lab_targets(lab_inventory)[0]
     session = Session.open(target)

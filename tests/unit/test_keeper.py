@@ -141,6 +141,25 @@ def test_targets_differing_in_user_or_become_get_their_own_sessions(keeper):
     t3.join(WAIT)
 
 
+def test_targets_reached_through_another_agent_or_keys_get_their_own_sessions(keeper):
+    # A target without a key file comes with the command's agent socket and default keys
+    # (ssh.pinned_auth); identities arrive as a JSON list.
+    mine = target(agent="/run/user/0/agent.1", identities=("/root/.ssh/id_ed25519",))
+    first, t1 = open_session(keeper, mine)
+    first.close()
+    t1.join(WAIT)
+    for other in (target(agent="/run/user/0/agent.2", identities=("/root/.ssh/id_ed25519",)),
+                  target(agent="/run/user/0/agent.1", identities=())):
+        session, thread = open_session(keeper, other)
+        assert session.cache_state != "kept"
+        session.close()
+        thread.join(WAIT)
+    same, t2 = open_session(keeper, mine)
+    assert same.cache_state == "kept" and same.hello["pid"] == first.hello["pid"]
+    same.close()
+    t2.join(WAIT)
+
+
 def test_idle_sessions_expire_and_the_keeper_then_leaves(keeper, monkeypatch):
     monkeypatch.setattr(keeper_mod, "LINGER", 0.0)
     session, thread = open_session(keeper, target(persist=0.05))

@@ -1,5 +1,8 @@
 """fleet.transport: known_hosts options, strict host keys, Target, run_parallel."""
 
+import os
+import shutil
+import subprocess
 import threading
 import time
 import types
@@ -9,6 +12,7 @@ import pytest
 
 from fleet.transport import pool, ssh
 from fleet.transport.ssh import HostKeyError, Target, TransportError
+from tests.polling import wait_until
 
 
 @pytest.mark.parametrize("args, expected", [
@@ -324,3 +328,65 @@ def test_connections_send_without_nagle(tmp_path, monkeypatch):
     finally:
         listener.close()
     assert seen and seen[0] != 0
+
+
+def test_pinned_auth_spells_out_this_process_agent_and_default_keys(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / ".ssh").mkdir()
+    for name in ("id_rsa", "id_ed25519"):
+        (tmp_path / ".ssh" / name).write_text("key")
+    monkeypatch.setenv("SSH_AUTH_SOCK", "/run/user/0/agent.7")
+    plain = Target(name="web1", host="10.0.0.8")
+    pinned = ssh.pinned_auth(plain)
+    assert pinned.agent == "/run/user/0/agent.7"
+    assert pinned.identities == (str(tmp_path / ".ssh/id_ed25519"), str(tmp_path / ".ssh/id_rsa"))
+    monkeypatch.delenv("SSH_AUTH_SOCK")
+    assert ssh.pinned_auth(plain).agent == ""  # no agent, not "whichever the keeper has"
+    assert ssh.pinned_auth(pinned) == pinned
+    with_file = Target(name="web1", host="10.0.0.8", key_file="/keys/id")
+    assert ssh.pinned_auth(with_file) is with_file
+
+
+def test_authentication_uses_the_pinned_sources(tmp_path, monkeypatch):
+    key = paramiko.ECDSAKey.generate()
+    path = tmp_path / "id_ecdsa"
+    key.write_private_key_file(str(path))
+    monkeypatch.setenv("HOME", str(tmp_path / "elsewhere"))  # no default keys there
+    monkeypatch.setattr(ssh.paramiko, "Agent", lambda: pytest.fail("asked $SSH_AUTH_SOCK"))
+    offered = []
+
+    class Transport:
+        def auth_publickey(self, user, key):
+            offered.append((user, ssh.fingerprint(key)))
+
+        def is_authenticated(self):
+            return True
+
+    target = Target(name="web1", host="10.0.0.8", user="deploy", agent="",
+                    identities=(str(path),))
+    ssh._authenticate(Transport(), target, "10.0.0.8:22")
+    assert offered == [("deploy", ssh.fingerprint(key))]
+    with pytest.raises(ssh.AuthError, match="no SSH key for deploy@10.0.0.8"):
+        ssh._authenticate(Transport(), Target(name="web1", host="10.0.0.8", user="deploy",
+                                              agent="", identities=()), "10.0.0.8")
+
+
+@pytest.mark.skipif(not shutil.which("ssh-agent"), reason="needs openssh-client")
+def test_agent_keys_come_from_the_agent_at_the_given_socket(tmp_path):
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
+    try:
+        wait_until(sock.exists, 10)
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f",
+                        str(tmp_path / "key")], check=True)
+        subprocess.run(["ssh-add", "-q", str(tmp_path / "key")], check=True,
+                       env=dict(os.environ, SSH_AUTH_SOCK=str(sock)),
+                       stderr=subprocess.DEVNULL)
+        keys = ssh.agent_keys(str(sock))
+        assert [ssh.fingerprint(k) for k in keys] == [
+            ssh.fingerprint(ssh.private_key(str(tmp_path / "key")))]
+        assert ssh.agent_keys("") == []
+        assert ssh.agent_keys(str(tmp_path / "gone.sock")) == []  # no agent: no keys
+    finally:
+        agent.terminate()
+        agent.wait(10)
