@@ -102,6 +102,20 @@ def _init(command_pid):
                      else 128 + os.WTERMSIG(status))
 
 
+def _drop_inherited():
+    """Close every descriptor but stdin, stdout and stderr, and the interpreter's wakeup
+    fd: an init that never execs would keep what it inherited from the monitor (other
+    containers' output FIFOs and logs, its socket), open to the container's root through
+    /proc/1/fd."""
+    signal.set_wakeup_fd(-1)
+    for name in os.listdir("/proc/self/fd"):
+        if int(name) > 2:
+            try:
+                os.close(int(name))
+            except OSError:
+                pass  # the listing's own descriptor, already closed
+
+
 def _forward(pid, signum):
     try:
         os.kill(pid, signum)
@@ -114,6 +128,10 @@ def _exec(plan):
     os.chdir(plan.get("working_dir") or "/")
     argv = plan["argv"]
     environ = dict(item.split("=", 1) for item in plan["env"])
+    # Python ignores these, and an ignored signal stays ignored across exec: the command
+    # would get EPIPE where it should die of SIGPIPE (`yes | head -1`), as under Docker.
+    for name in ("SIGPIPE", "SIGXFSZ"):
+        signal.signal(getattr(signal, name), signal.SIG_DFL)
     try:
         os.execvpe(argv[0], argv, environ)
     except FileNotFoundError:
@@ -163,7 +181,7 @@ def _child(plan, error_w):
         if plan.get("init"):
             command_pid = os.fork()
             if command_pid:
-                os.close(error_w)  # the command's copy reports a failed exec
+                _drop_inherited()  # error_w too: the command's copy reports a failed exec
                 _init(command_pid)
         _exec(plan)
     except BaseException as exc:
@@ -172,6 +190,17 @@ def _child(plan, error_w):
 
 class LaunchError(Exception):
     """The container's process could not be started (the message says why)."""
+
+
+def _own_children(own):
+    """Make the caller's next children in its own PID namespace (``own``) again. Were that
+    to fail, each later fork would make a process in the container's namespace, or fail
+    once it is gone: such a process can start no more containers, and ends here (the
+    payload starts a new monitor, which takes up the running containers)."""
+    try:
+        S.setns(own, S.CLONE_NEWPID, "pid")
+    except OSError:
+        os._exit(EXEC_FAILED)
 
 
 def start(plan, stdio=None):
@@ -196,11 +225,8 @@ def start(plan, stdio=None):
             pid = os.fork()
         finally:
             if pid != 0:  # the caller, whether or not the fork worked
-                S.setns(own, S.CLONE_NEWPID, "pid")
+                _own_children(own)
     except OSError as exc:
-        if pid > 0:  # only the setns failed: PID 1 must not go on without its caller
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
         for fd in (error_r, error_w, own):
             if fd is not None:
                 os.close(fd)
@@ -284,7 +310,6 @@ def main():
     """Entry point of the foreground launcher process (a container, or an exec in one)."""
     plan = jsonwire.loads(_read_all(PLAN_FD).decode())
     os.close(PLAN_FD)
-    S.set_child_subreaper()
     try:
         pid = start_exec(plan) if plan.get("mode") == "exec" else start(plan)
     except LaunchError as exc:

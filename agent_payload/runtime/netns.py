@@ -63,13 +63,19 @@ def add(name, run_dir=RUN_DIR, inside=None):
     done.acquire()
     try:
         _thread.start_new_thread(_bind_new, (path, inside, outcome, done))
-    except BaseException:
-        done.release()
+    except RuntimeError as exc:  # "can't start new thread"
         os.unlink(path)
-        raise
-    done.acquire()  # released by the thread as it ends
+        raise OSError(errno.EAGAIN, f"no thread to make {name} in: {exc}") from None
+    try:
+        done.acquire()  # released by the thread as it ends
+    except BaseException as exc:  # a signal's exception: the thread finishes regardless
+        done.acquire()
+        outcome.append(exc)
     if outcome:
-        remove(name, run_dir)
+        try:
+            remove(name, run_dir)
+        except OSError:
+            pass  # what made it fail is the error to report
         raise outcome[0]
     return path
 
@@ -78,12 +84,18 @@ def remove(name, run_dir=RUN_DIR):
     """Remove the name ``name`` (the namespace ends with its last user); nothing to
     remove is no error."""
     path = path_of(name, run_dir)
+    failed = None
     try:
         S.umount(path, S.MNT_DETACH)
     except OSError as exc:
         if exc.errno not in (errno.EINVAL, errno.ENOENT):  # not mounted / no such file
-            raise
+            failed = exc
     try:
-        os.unlink(path)
+        os.unlink(path)  # the name goes even when the unmount failed
     except FileNotFoundError:
         pass
+    except OSError:
+        if failed is None:
+            raise
+    if failed is not None:
+        raise failed

@@ -302,9 +302,9 @@ def netns_name(container_id):
 def attach(store, name, container_id, mappings=None, labels=None):
     """Give the container an address on network ``name`` (made with ``labels`` if new)
     and its namespace, and publish ``mappings`` (spec.parse_port's); return its settings
-    (IPAddress, Gateway, IPPrefixLen, MacAddress, NetworkID, netns, Ports). The inside of
-    the namespace (lo and eth0 up, the address, the default route) is left to whoever
-    enters it first: the container's PID 1 (netlink.configure)."""
+    (IPAddress, Gateway, IPPrefixLen, MacAddress, NetworkID, netns, Ports). The rest of
+    the inside (lo up, the address, the default route) is left to whoever enters it
+    first: the container's PID 1 (netlink.configure)."""
     record = ensure(store, name, labels=labels)
     prefixlen = _prefixlen(record)
     ipam_path = os.path.join(_dir(store), f"{name}.ipam.json")

@@ -1,7 +1,9 @@
-"""netlink.configure in a real network namespace (unshare -n): the same interfaces,
-address and default route as the ip commands it stands for, and a second run (a
-restarted PID 1) changes nothing and fails nothing. nfgen's ruleset generation there
-moves by one per committed iptables-restore section."""
+"""rtnetlink and named namespaces in real network namespaces (unshare -n): netlink.configure
+makes the same interfaces, address and default route as the ip commands it stands for, and
+a second run (a restarted PID 1) changes nothing and fails nothing; netns.add with
+netlink.add_veth makes what ``ip netns add`` and ``ip link add ... type veth`` would, and
+refuses names in use. nfgen's ruleset generation moves by one per committed
+iptables-restore section."""
 
 import json
 import os
@@ -19,7 +21,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare")
 SCRIPT = """
 import json, subprocess
 from agent_payload.runtime import netlink
-# eth0 as the payload leaves it: a veth end in the namespace, down, with no address.
+# eth0 as an older payload left it: a veth end in the namespace, down, no address.
 subprocess.run(["ip", "link", "add", "eth0", "type", "veth", "peer", "name", "fleetnlpeer"],
                check=True)
 setup = ("10.93.4.7", 24, "10.93.4.1")

@@ -17,7 +17,7 @@ BUSYBOX = shutil.which("busybox")
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not BUSYBOX,
                                 reason="needs root and busybox-static")
 APPLETS = ("sh", "echo", "cat", "hostname", "id", "ls", "grep", "sleep", "true", "false",
-           "mount", "dd", "wc", "head", "touch", "ps")
+           "mount", "dd", "wc", "head", "touch", "ps", "yes", "tr")
 CHAIN = "sha256:" + "b" * 64
 IMAGE_ID = "sha256:" + "c" * 64
 SEEDED_CHAIN = "sha256:" + "a" * 64
@@ -181,10 +181,21 @@ def test_image_volumes_are_anonymous_filled_and_removed(store):
 
 
 def test_init_is_pid_1_and_passes_the_exit_code_on(store):
-    out = sh(store, "echo $$; cat /proc/1/cmdline | head -c 40 | grep -c python; exit 4",
-             init=True)
-    lines = out["stdout"].split()
+    out = sh(store, "echo $$; cat /proc/1/cmdline | head -c 40 | grep -c python; "
+                    "ls /proc/1/fd | tr '\\n' ' '; exit 4", init=True)
+    lines = out["stdout"].splitlines()
     assert out["rc"] == 4 and lines[0] != "1" and lines[1] == "1", out
+    # The init keeps nothing it inherited (the launcher's or the monitor's descriptors).
+    assert lines[2].split() == ["0", "1", "2"], out
+
+
+def test_signals_python_ignores_are_not_ignored_in_the_container(store):
+    # Python ignores SIGPIPE and SIGXFSZ, and an ignored signal would come through exec.
+    out = sh(store, "grep SigIgn /proc/self/status; yes | head -1")
+    label, mask, line = out["stdout"].split()
+    assert label == "SigIgn:" and line == "y", out
+    assert not int(mask, 16) & (1 << 12 | 1 << 24), out  # bits of signals 13 and 25
+    assert "Broken pipe" not in out["stderr"]  # yes died of SIGPIPE, as it should
 
 
 def test_ulimits(store):
