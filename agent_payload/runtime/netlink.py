@@ -23,7 +23,7 @@ IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
 IFA_ADDRESS, IFA_LOCAL = 1, 2
 RTA_GATEWAY = 5
 RT_TABLE_MAIN, RTPROT_BOOT, RT_SCOPE_UNIVERSE, RTN_UNICAST = 254, 3, 0, 1
-_HEADER = struct.Struct("=LHHLL")  # nlmsghdr: length, type, flags, sequence, port
+HEADER = struct.Struct("=LHHLL")  # nlmsghdr: length, type, flags, sequence, port
 
 
 class NetlinkError(OSError):
@@ -51,19 +51,19 @@ class Route:
         """Send one request and wait for its acknowledgement; the errors in ``done``
         count as success."""
         self.sequence += 1
-        self.sock.send(_HEADER.pack(_HEADER.size + len(body), kind,
+        self.sock.send(HEADER.pack(HEADER.size + len(body), kind,
                                     NLM_F_REQUEST | NLM_F_ACK | flags, self.sequence, 0) + body)
         while True:
             reply = self.sock.recv(65536)
             offset = 0
-            while offset + _HEADER.size <= len(reply):
-                length, message, _flags, sequence, _port = _HEADER.unpack_from(reply, offset)
+            while offset + HEADER.size <= len(reply):
+                length, message, _flags, sequence, _port = HEADER.unpack_from(reply, offset)
                 if message == NLMSG_ERROR and sequence == self.sequence:
-                    code = -struct.unpack_from("=i", reply, offset + _HEADER.size)[0]
+                    code = -struct.unpack_from("=i", reply, offset + HEADER.size)[0]
                     if code and code not in done:
                         raise NetlinkError(code, f"{what}: {os.strerror(code)}")
                     return
-                offset += max(_HEADER.size, (length + 3) & ~3)
+                offset += max(HEADER.size, (length + 3) & ~3)
 
 
 def _ifinfo(index=0, flags=0):

@@ -29,6 +29,7 @@ NAT (no socket listens on it) is taken for every other store too. It lives in /r
 a reboot no rule is left, and containers that restart publish their ports again.
 """
 
+import _socket  # socket.py would import enum and selectors for nothing
 import os
 
 from agent_payload import tools
@@ -339,10 +340,11 @@ def _add_namespace(ns, outer, mac, bridge):
     ``mac``, up) and the host's end ``outer`` on ``bridge``, up; the address and route
     inside are left to PID 1 (netlink.configure). No process: what ip would do is done
     by netns.py and netlink.py, the pair from a thread in the new namespace."""
-    import _socket
-
     try:
         master = _socket.if_nametoindex(bridge)  # looked up here, in the host's namespace
+    except OSError as exc:
+        raise NetworkError(f"the network's bridge {bridge}: {exc.strerror or exc}") from None
+    try:
         host = netlink.Route()  # a socket stays in the namespace it was made in
         try:
             host_ns = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
@@ -385,17 +387,16 @@ def detach(store, name, container_id, published=True, linked=True):
 def _free_port(host_ip, proto, wanted, published):
     """``wanted`` when it is free on the host (0: any free one); NetworkError if taken,
     by a process listening on it or by another container's published port."""
-    import _socket as socket  # socket.py would import enum and selectors for nothing
 
-    kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
+    kind = _socket.SOCK_STREAM if proto == "tcp" else _socket.SOCK_DGRAM
     where = f"{host_ip + ':' if host_ip else ''}{wanted}/{proto}"
     if wanted and f"{wanted}/{proto}" in published:
         raise NetworkError(f"port {where} is already published by container "
                            f"{published[f'{wanted}/{proto}'][:12]}")
     for _ in range(100):
-        probe = socket.socket(socket.AF_INET, kind)
+        probe = _socket.socket(_socket.AF_INET, kind)
         try:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
             probe.bind((host_ip or "0.0.0.0", wanted))
             port = probe.getsockname()[1]
         except OSError as exc:

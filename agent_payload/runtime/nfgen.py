@@ -10,13 +10,13 @@ need not look again (firewall.py). None where there is no nf_tables to ask.
 import _socket
 import struct
 
+from agent_payload.runtime.netlink import HEADER as _HEADER
+from agent_payload.runtime.netlink import NLM_F_REQUEST
+
 NETLINK_NETFILTER = 12
 NFNL_SUBSYS_NFTABLES = 10
 NFT_MSG_NEWGEN, NFT_MSG_GETGEN = 15, 16
 NFTA_GEN_ID = 1
-NLMSG_ERROR = 2
-NLM_F_REQUEST = 0x1
-_HEADER = struct.Struct("=LHHLL")  # nlmsghdr: length, type, flags, sequence, port
 _NFGENMSG = struct.Struct("=BBH")  # family, version, resource id
 
 

@@ -64,7 +64,10 @@ def socket_path(digest):
 
 def target_fields(target):
     """``target`` as the JSON the keeper rebuilds it from (never the become password).
-    The user is spelled out: the keeper's environment is another command's."""
+    What this command's environment decides is spelled out, as the keeper's environment
+    is another command's: the user, and without a key file the ssh-agent socket and the
+    default key files (ssh.pinned_auth)."""
+    target = ssh.pinned_auth(target)
     fields = {field.name: getattr(target, field.name) for field in dataclasses.fields(target)
               if field.name != "become_password"}
     fields["user"] = target.user_or_default

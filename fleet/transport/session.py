@@ -133,9 +133,7 @@ class Session:
         if target.persist and not target.become_password:
             from fleet.transport import persist
 
-            # The keeper's environment (its ssh-agent socket, its home's default keys) is
-            # that of the command that started it: this one's go with the target.
-            kept = persist.lease(ssh.pinned_auth(target), payload)
+            kept = persist.lease(target, payload)
             if kept is not None:
                 return cls(target, *kept)
         transport, channel, hello = start_payload(target, payload)

@@ -324,7 +324,7 @@ def test_a_change_between_the_look_and_the_restore_is_caught(kept_payload):
 def test_nfgen_reads_the_generation_attribute():
     import struct
 
-    from agent_payload.runtime import nfgen
+    from agent_payload.runtime import netlink, nfgen
 
     attrs = struct.pack("=HH", 8, nfgen.NFTA_GEN_ID) + struct.pack(">I", 5514)
     attrs += struct.pack("=HH", 8, 2) + struct.pack(">I", 77)
@@ -332,7 +332,7 @@ def test_nfgen_reads_the_generation_attribute():
     kind = nfgen.NFNL_SUBSYS_NFTABLES << 8 | nfgen.NFT_MSG_NEWGEN
     message = struct.pack("=LHHLL", 16 + len(body), kind, 0, 1, 0) + body
     assert nfgen.parse_generation(message) == 5514
-    error = struct.pack("=LHHLL", 36, nfgen.NLMSG_ERROR, 0, 1, 0) + b"\0" * 20
+    error = struct.pack("=LHHLL", 36, netlink.NLMSG_ERROR, 0, 1, 0) + b"\0" * 20
     assert nfgen.parse_generation(error) is None
     assert nfgen.parse_generation(b"") is None
 
